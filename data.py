@@ -1,0 +1,148 @@
+"""Data: where it lives, the STS evaluation sets (SentEval layout), and SimCSE's training files.
+
+One data folder serves the whole project, laid out as
+
+    <data-dir>/senteval/STS/STS12-en-test ... STS16-en-test, STSBenchmark    (SentEval's downstream/ tree)
+    <data-dir>/senteval/SICK
+    <data-dir>/wiki/wiki1m_for_simcse.txt (or a slice of it)                 unsupervised training
+    <data-dir>/nli/nli_for_simcse.csv                                         supervised training
+
+It is found from the --data-dir flag, else $SIMCSE_DATA_DIR, else ./data, else ../shared/data.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+DATA_DIR_ENV = "SIMCSE_DATA_DIR"
+DEFAULT_DATA_DIRS = (REPO / "data", REPO.parent / "shared" / "data")
+
+GET_DATA_HELP = (
+    "Get the evaluation data with SentEval's script (github.com/facebookresearch/SentEval, "
+    "data/downstream/get_transfer_data.bash) and put its downstream/ folder at <data-dir>/senteval/; "
+    "get SimCSE's training files with the authors' data/download_wiki.sh and download_nli.sh "
+    "(github.com/princeton-nlp/SimCSE) into <data-dir>/wiki/ and <data-dir>/nli/. "
+    f"Point at the folder with --data-dir or ${DATA_DIR_ENV}.")
+
+
+class DataError(ValueError):
+    """Malformed input data; the message names the file and line."""
+
+
+def data_dir(path=None) -> Path:
+    """The project's data folder: the argument, else $SIMCSE_DATA_DIR, else the first default that exists."""
+    if path or os.environ.get(DATA_DIR_ENV):
+        return Path(path or os.environ[DATA_DIR_ENV])
+    return next((d for d in DEFAULT_DATA_DIRS if d.is_dir()), DEFAULT_DATA_DIRS[0])
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found. {GET_DATA_HELP}")
+    return path
+
+
+def read_lines(path: Path):
+    """Lines of a UTF-8 text file (a BOM is dropped; LF or CRLF endings), with a clear error on bad bytes."""
+    raw = require(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").splitlines()
+
+
+# --- STS evaluation sets ------------------------------------------------------------------------
+
+@dataclass
+class STSPairs:
+    """Sentence pairs with gold similarity scores (0-5)."""
+    sent1: list
+    sent2: list
+    scores: list
+
+
+def normalize(sentence: str) -> str:
+    # SentEval splits every sentence into words and the SimCSE batcher joins them with single spaces.
+    return " ".join(sentence.split())
+
+
+def parse_score(text, path, lineno):
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: expected a similarity score, got {text!r}") from None
+
+
+# SentEval's subsets per year ("all" setting: concatenated). STS13 has no SMT subset (license).
+STS_YEARS = {
+    "STS12": ["MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews"],
+    "STS13": ["FNWN", "headlines", "OnWN"],
+    "STS14": ["deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news"],
+    "STS15": ["answers-forums", "answers-students", "belief", "headlines", "images"],
+    "STS16": ["answer-answer", "headlines", "plagiarism", "postediting", "question-question"],
+}
+
+
+def read_sts_subset(folder: Path, subset: str) -> STSPairs:
+    """STS.input.<subset>.txt (two tab-separated sentences a line) + STS.gs.<subset>.txt (a score a line).
+
+    Pairs whose gold line is empty are unscored and skipped, as in SentEval."""
+    in_path, gs_path = folder / f"STS.input.{subset}.txt", folder / f"STS.gs.{subset}.txt"
+    inputs, golds = read_lines(in_path), read_lines(gs_path)
+    if len(inputs) != len(golds):
+        raise DataError(f"{in_path} has {len(inputs)} lines but {gs_path} has {len(golds)}")
+    pairs = STSPairs([], [], [])
+    for lineno, (line, gold) in enumerate(zip(inputs, golds), 1):
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise DataError(f"{in_path}:{lineno}: expected 2 tab-separated sentences, found {len(columns)} column(s)")
+        if gold.strip() == "":
+            continue
+        pairs.sent1.append(normalize(columns[0]))
+        pairs.sent2.append(normalize(columns[1]))
+        pairs.scores.append(parse_score(gold, gs_path, lineno))
+    return pairs
+
+
+def read_tsv_pairs(path: Path, columns, skip_header: bool) -> STSPairs:
+    """Pairs from a tab-separated file; columns = (sentence 1, sentence 2, score) indices."""
+    pairs = STSPairs([], [], [])
+    lines = read_lines(path)
+    for lineno, line in enumerate(lines[1:] if skip_header else lines, 2 if skip_header else 1):
+        fields = line.strip().split("\t")
+        if len(fields) <= max(columns):
+            raise DataError(f"{path}:{lineno}: expected at least {max(columns) + 1} tab-separated columns, "
+                            f"found {len(fields)}")
+        a, b, score = (fields[i] for i in columns)
+        pairs.sent1.append(normalize(a))
+        pairs.sent2.append(normalize(b))
+        pairs.scores.append(parse_score(score, path, lineno))
+    return pairs
+
+
+def read_stsb(path: Path) -> STSPairs:
+    return read_tsv_pairs(path, columns=(5, 6, 4), skip_header=False)  # genre, file, year, id, score, s1, s2
+
+
+def read_sick(path: Path) -> STSPairs:
+    return read_tsv_pairs(path, columns=(1, 2, 3), skip_header=True)  # pair_ID, A, B, relatedness, entailment
+
+
+STS_TASKS = list(STS_YEARS) + ["STSBenchmark", "SICKRelatedness"]
+
+
+def load_sts(task: str, root=None) -> dict:
+    """{subset or split name: STSPairs} for one of STS_TASKS, read from <data-dir>/senteval/."""
+    sts = data_dir(root) / "senteval" / "STS"
+    if task in STS_YEARS:
+        folder = require(sts / f"{task}-en-test")
+        return {subset: read_sts_subset(folder, subset) for subset in STS_YEARS[task]}
+    if task == "STSBenchmark":
+        return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv") for split in ("train", "dev", "test")}
+    if task == "SICKRelatedness":
+        sick = data_dir(root) / "senteval" / "SICK"
+        files = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
+        return {split: read_sick(sick / name) for split, name in files.items()}
+    raise ValueError(f"unknown STS task {task!r}; expected one of {', '.join(STS_TASKS)}")

