@@ -10,13 +10,13 @@ named as in Hugging Face's `modeling_bert.py`, so checkpoints load both ways wit
     out.last_hidden_state, out.pooler_output
 """
 import json
-import math
 import os
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -358,10 +358,11 @@ class Tokenizer:
         """Token ids of a list of sentences, padded to the longest and cut at max_length tokens."""
         self.tok.enable_truncation(min(max_length or self.model_max_length, self.model_max_length))
         encodings = self.tok.encode_batch(list(sentences))
+        as_tensor = lambda rows: torch.from_numpy(np.array(rows, dtype=np.int64).reshape(len(encodings), -1))
         return {
-            "input_ids": torch.tensor([e.ids for e in encodings]),
-            "attention_mask": torch.tensor([e.attention_mask for e in encodings]),
-            "token_type_ids": torch.tensor([e.type_ids for e in encodings]),
+            "input_ids": as_tensor([e.ids for e in encodings]),
+            "attention_mask": as_tensor([e.attention_mask for e in encodings]),
+            "token_type_ids": as_tensor([e.type_ids for e in encodings]),
         }
 
     def save_pretrained(self, out_dir):

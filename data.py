@@ -9,6 +9,8 @@ One data folder serves the whole project, laid out as
 
 It is found from the --data-dir flag, else $SIMCSE_DATA_DIR, else ./data, else ../shared/data.
 """
+import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +44,19 @@ def require(path: Path) -> Path:
     return path
 
 
-def read_lines(path: Path):
-    """Lines of a UTF-8 text file (a BOM is dropped; LF or CRLF endings), with a clear error on bad bytes."""
-    raw = require(path).read_bytes()
+def read_text(path: Path) -> str:
+    """A UTF-8 text file with \\n line ends (a BOM is dropped; CRLF read as LF); bad bytes are a clear error."""
+    raw = require(Path(path)).read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n").splitlines()
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_lines(path: Path):
+    return read_text(path).splitlines()
 
 
 # --- STS evaluation sets ------------------------------------------------------------------------
@@ -146,3 +152,45 @@ def load_sts(task: str, root=None) -> dict:
         files = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
         return {split: read_sick(sick / name) for split, name in files.items()}
     raise ValueError(f"unknown STS task {task!r}; expected one of {', '.join(STS_TASKS)}")
+
+
+# --- Training files (the authors' formats) ------------------------------------------------------
+
+def read_sentences(path):
+    """Unsupervised SimCSE's input: one sentence a line. Returns (sentences, number of blank lines skipped)."""
+    lines = read_lines(path)
+    sentences = [line.strip() for line in lines if line.strip()]
+    return sentences, len(lines) - len(sentences)
+
+
+def read_nli_csv(path):
+    """Supervised SimCSE's input: a CSV with header sent0,sent1[,hard_neg] (premise, entailment[, contradiction]).
+
+    Returns (rows as tuples, number of blank lines and rows with a blank field skipped)."""
+    reader = csv.reader(io.StringIO(read_text(path)))
+    header = next(reader, None)
+    if header is None or len(header) not in (2, 3):
+        raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), got {header}")
+    rows, skipped = [], 0
+    for row in reader:
+        if not row:  # a blank line
+            skipped += 1
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} columns "
+                            f"({','.join(header)}), found {len(row)}")
+        if any(not field.strip() for field in row):
+            skipped += 1
+            continue
+        rows.append(tuple(field.strip() for field in row))
+    return rows, skipped
+
+
+def read_training_file(path):
+    """(examples, skipped): each example a tuple of the sentences that form one row of a batch --
+    (s, s) for a sentence of a .txt file (two dropout views of it), (premise, entailment[, contradiction]) for a CSV."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        return read_nli_csv(path)
+    sentences, skipped = read_sentences(path)
+    return [(s, s) for s in sentences], skipped

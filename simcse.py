@@ -1,0 +1,124 @@
+"""SimCSE (Gao, Yao & Chen, EMNLP 2021): sentence embeddings by contrastive learning.
+
+This file is the method: how a sentence embedding is read off BERT (the poolers), and, for training,
+the two views of a batch, the two objectives, and the alignment/uniformity analysis.
+"""
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+# --- Sentence embeddings (poolers, as defined by the authors' evaluation.py) ---------------------
+
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+
+
+def pool(output, attention_mask, pooler):
+    """A sentence embedding from a BertOutput (computed with output_hidden_states for the avg_* poolers).
+
+    cls: [CLS] through BERT's pooler, dense + tanh. In a SimCSE checkpoint the pooler *is* the MLP
+         trained with the contrastive loss (section 3; see `reset_mlp`).
+    cls_before_pooler: the [CLS] vector itself (unsupervised SimCSE's test-time embedding, `mlp_only_train`).
+    avg, avg_top2, avg_first_last: masked mean over tokens of the last layer, of the mean of the last two
+         layers, of the mean of the first and last layers. "first" is the first Transformer layer's
+         output (hidden_states[1]), not the embeddings, as in the authors' evaluation code.
+    """
+    if pooler == "cls":
+        return output.pooler_output
+    if pooler == "cls_before_pooler":
+        return output.last_hidden_state[:, 0]
+    hidden = output.hidden_states
+    if pooler == "avg":
+        tokens = hidden[-1]
+    elif pooler == "avg_top2":
+        tokens = (hidden[-1] + hidden[-2]) / 2.0
+    elif pooler == "avg_first_last":
+        tokens = (hidden[1] + hidden[-1]) / 2.0
+    else:
+        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+    mask = attention_mask.unsqueeze(-1)
+    return (tokens * mask).sum(1) / mask.sum(1)
+
+
+@torch.inference_mode()
+def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length=None, progress=False):
+    """Embeddings (len(sentences), hidden) of a list of sentences, in eval mode.
+
+    Each distinct sentence is encoded once, in batches of sentences of similar token length (little padding).
+    """
+    if not sentences:
+        return torch.empty(0, model.config.hidden_size)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    unique = list(dict.fromkeys(sentences))
+    tokens = tokenizer(unique, max_length=max_length)  # padded to the longest; each batch is cut back below
+    lengths = tokens["attention_mask"].sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    embeddings = torch.empty(len(unique), model.config.hidden_size)
+    for start in tqdm(range(0, len(unique), batch_size), desc="encode", disable=not progress, leave=False):
+        idx = order[start:start + batch_size]
+        width = int(lengths[idx].max())
+        batch = {k: v[idx, :width].to(device) for k, v in tokens.items()}
+        out = model(**batch, output_hidden_states=pooler.startswith("avg"))
+        embeddings[idx] = pool(out, batch["attention_mask"], pooler).float().cpu()
+    model.train(was_training)
+    position = {s: i for i, s in enumerate(unique)}
+    return embeddings[[position[s] for s in sentences]]
+
+
+# --- Training: two views, the contrastive objective (section 3, eq. 1 and eq. 5) -------------------
+
+def reset_mlp(model):
+    """A new MLP head (dense + tanh over [CLS]) for training with the `cls` pooler, initialised like
+    the authors' (N(0, 0.02) weights, zero bias) rather than from BERT's next-sentence-prediction pooler.
+    It lives in `model.pooler`, so a saved checkpoint's `cls` pooler *is* the trained MLP, as after the
+    authors' conversion to the Hugging Face format."""
+    model._init_weights(model.pooler.dense)
+
+
+def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False):
+    """Embeddings (n_views, batch, hidden) of a tokenised batch holding n_views blocks of sentences.
+
+    Unsupervised SimCSE (section 3): the two blocks are the same sentences, passed together through the
+    model in train mode, so each view gets its own dropout mask -- dropout is the only augmentation.
+    fixed_mask: encode one block and use it twice (the same mask for both views; Table 3's "Fixed 0.1").
+    Supervised (section 4): blocks of premises, entailments and contradictions."""
+    if fixed_mask:
+        rows = batch["input_ids"].shape[0] // n_views
+        batch = {k: v[:rows] for k, v in batch.items()}
+    out = model(**batch, output_hidden_states=pooler.startswith("avg"))
+    z = pool(out, batch["attention_mask"], pooler)
+    if fixed_mask:
+        return z.unsqueeze(0).expand(n_views, *z.shape)
+    return z.view(n_views, -1, z.shape[-1])
+
+
+def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
+    """InfoNCE over cosine similarities / temp, in-batch negatives.
+
+    z: (2, N, d) -- anchors h_i and positives h_i^+ : eq. 1,
+       -log exp(sim(h_i, h_i^+)/t) / sum_j exp(sim(h_i, h_j^+)/t).
+    z: (3, N, d) -- with hard negatives h_i^- (contradictions) of *all* anchors in the denominator: eq. 5.
+       hard_negative_weight is added (log space) to each anchor's own hard-negative logit, as the
+       authors' code does: weight w multiplies that term by e^w.
+    """
+    z = z.float()
+    anchor, others = z[0], z[1:].reshape(-1, z.shape[-1])  # positives, then hard negatives
+    logits = F.cosine_similarity(anchor.unsqueeze(1), others.unsqueeze(0), dim=-1) / temp
+    n = anchor.shape[0]
+    if z.shape[0] == 3:  # [positives | hard negatives]: weight the diagonal of the second block
+        eye = torch.eye(n, device=z.device)
+        logits = logits + hard_negative_weight * torch.cat([torch.zeros_like(eye), eye], dim=1)
+    return F.cross_entropy(logits, torch.arange(n, device=z.device))
+
+
+# --- Analysis: alignment and uniformity (Wang & Isola, 2020; the paper's section 5 and Figure 2) ----
+
+def alignment(x, y):
+    """E ||f(x) - f(x+)||^2 over positive pairs of L2-normalised embeddings (lower is better)."""
+    return (x - y).norm(dim=1).pow(2).mean().item()
+
+
+def uniformity(x, t=2):
+    """log E exp(-t ||f(x) - f(y)||^2) over all pairs of L2-normalised embeddings (lower is better)."""
+    return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()

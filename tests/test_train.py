@@ -1,0 +1,174 @@
+"""The SimCSE objectives, the two dropout views, the training files, and a whole (tiny) training run."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+
+import data
+from bert import BertModel, load_tokenizer
+from simcse import contrastive_loss, embed_views, pool
+from train import PRESETS, TrainConfig, parse_config, train
+
+# --- The objectives, against loop-based computations of the paper's equations ------------------
+
+
+def cos(u, v):
+    return float(torch.dot(u, v) / (u.norm() * v.norm()))
+
+
+def test_unsupervised_loss_is_eq_1():
+    torch.manual_seed(0)
+    h, h_pos, tau = torch.randn(6, 16), torch.randn(6, 16), 0.05
+    expected = 0.0
+    for i in range(6):
+        numerator = math.exp(cos(h[i], h_pos[i]) / tau)
+        denominator = sum(math.exp(cos(h[i], h_pos[j]) / tau) for j in range(6))
+        expected += -math.log(numerator / denominator) / 6
+    assert contrastive_loss(torch.stack([h, h_pos]), tau).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.5])
+def test_supervised_loss_is_eq_5_with_hard_negative_weight(weight):
+    torch.manual_seed(1)
+    h, h_pos, h_neg, tau = torch.randn(5, 8), torch.randn(5, 8), torch.randn(5, 8), 0.05
+    expected = 0.0
+    for i in range(5):
+        numerator = math.exp(cos(h[i], h_pos[i]) / tau)
+        denominator = sum(math.exp(cos(h[i], h_pos[j]) / tau)
+                          + math.exp(cos(h[i], h_neg[j]) / tau) * (math.exp(weight) if j == i else 1.0)
+                          for j in range(5))
+        expected += -math.log(numerator / denominator) / 5
+    assert contrastive_loss(torch.stack([h, h_pos, h_neg]), tau, weight).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_is_small_for_identical_views_and_large_for_random_ones():
+    torch.manual_seed(2)
+    h = torch.randn(32, 64)
+    assert contrastive_loss(torch.stack([h, h])).item() < 0.01
+    assert contrastive_loss(torch.stack([h, torch.randn(32, 64)])).item() > 1.0
+
+
+# --- Two views: dropout is the augmentation -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
+
+
+def views(model, tokenizer, p, fixed_mask=False):
+    sentences = ["A man is playing a guitar.", "Two dogs run through a field."]
+    model.set_dropout(p)
+    model.train()
+    with torch.no_grad():
+        return embed_views(model, tokenizer(sentences * 2), 2, "cls_before_pooler", fixed_mask)
+
+
+def test_views_identical_without_dropout_or_with_a_fixed_mask(minilm):
+    z = views(*minilm, p=0.0)
+    assert torch.equal(z[0], z[1])
+    z = views(*minilm, p=0.1, fixed_mask=True)
+    assert torch.equal(z[0], z[1])
+
+
+def test_views_differ_with_dropout(minilm):
+    z = views(*minilm, p=0.1)
+    similarity = F.cosine_similarity(z[0], z[1])
+    assert (similarity < 0.9999).all() and (similarity > 0.8).all()  # two noisy views of one sentence
+
+
+# --- Training files -----------------------------------------------------------------------------
+
+def test_sentence_file_skips_and_counts_blank_lines(tmp_path):
+    (tmp_path / "wiki.txt").write_text("First sentence.\n\n   \nSecond one.\r\n")
+    examples, skipped = data.read_training_file(tmp_path / "wiki.txt")
+    assert examples == [("First sentence.", "First sentence."), ("Second one.", "Second one.")] and skipped == 2
+
+
+def test_nli_csv(tmp_path):
+    (tmp_path / "nli.csv").write_text('sent0,sent1,hard_neg\n"A man, tall.",A man.,A woman.\n\n')
+    examples, skipped = data.read_training_file(tmp_path / "nli.csv")
+    assert examples == [("A man, tall.", "A man.", "A woman.")] and skipped == 1
+
+
+def test_csv_row_with_wrong_column_count_names_file_and_line(tmp_path):
+    path = tmp_path / "nli.csv"
+    path.write_text("sent0,sent1,hard_neg\na,b,c\nd,e\n")
+    with pytest.raises(data.DataError, match=rf"{path}:3: expected 3 columns \(sent0,sent1,hard_neg\), found 2"):
+        data.read_training_file(path)
+
+
+def test_non_utf8_training_file_names_file_and_line(tmp_path):
+    path = tmp_path / "wiki.txt"
+    path.write_bytes("ok\nalso ok\n".encode() + b"caf\xe9\n")
+    with pytest.raises(data.DataError, match=rf"{path}:3: not valid UTF-8"):
+        data.read_training_file(path)
+
+
+def test_presets_and_overrides():
+    cfg = parse_config(["--preset", "sup-bert", "--lr", "1e-5", "--fixed-mask"])
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.fixed_mask, cfg.mlp_only_train) == \
+        ("bert-base-uncased", 512, 1e-5, 3, True, False)
+    assert parse_config([]) == TrainConfig(**{**PRESETS["quick"]})
+    assert parse_config(["--no-mlp-only-train"]).mlp_only_train is False
+
+
+# --- A whole run, with a tiny random BERT so that it takes seconds --------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(minilm_dir, tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny")
+    transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                   intermediate_size=128)).save_pretrained(folder)
+    load_tokenizer(minilm_dir).save_pretrained(folder)
+    return str(folder)
+
+
+def test_supervised_run_logs_and_saves_a_transformers_checkpoint(tiny_checkpoint, data_root, tmp_path):
+    (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(
+        f"A man plays {i} guitars.,A person plays music.,A cat sleeps.\n" for i in range(20)))
+    out = tmp_path / "run"
+    result = train(TrainConfig(model=tiny_checkpoint, train_file=str(tmp_path / "nli.csv"), output_dir=str(out),
+                               batch_size=8, max_steps=3, eval_steps=2, mlp_only_train=False, data_dir=str(data_root)),
+                   progress=False, test=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 2, 3] and log[0]["loss"] is None and log[-1]["lr"] == 0.0
+    assert all({"stsb_dev", "align", "uniform", "loss", "lr", "seconds"} <= set(r) for r in log)
+    assert result["best"]["stsb_dev"] == max(r["stsb_dev"] for r in log)
+
+    ours = BertModel.from_pretrained(str(out))
+    theirs, info = transformers.AutoModel.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    batch = load_tokenizer(str(out))(["A man plays a guitar.", "A cat sleeps on the mat."])
+    with torch.no_grad():
+        mlp = pool(ours(**batch), batch["attention_mask"], "cls")  # [CLS] -> the trained MLP (dense + tanh)
+        assert (theirs(**batch).pooler_output - mlp).abs().max() < 1e-5
+        cls = ours(**batch).last_hidden_state[:, 0]
+        assert torch.allclose(mlp, torch.tanh(cls @ ours.pooler.dense.weight.T + ours.pooler.dense.bias), atol=1e-6)
+    # The MLP was re-initialised and trained, not the pre-trained pooler of the starting checkpoint.
+    start = BertModel.from_pretrained(tiny_checkpoint)
+    assert not torch.allclose(start.pooler.dense.weight, ours.pooler.dense.weight, atol=1e-3)
+
+
+def test_cli_run_prints_the_test_table(tiny_checkpoint, data_root, tmp_path):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "train.py", "--model", tiny_checkpoint, "--max-steps", "2",
+                          "--eval-steps", "1", "--batch-size", "8", "--output-dir", str(tmp_path / "run"),
+                          "--data-dir", str(data_root)], cwd=data.REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "STSBenchmark" in run.stdout and "Avg." in run.stdout
+    scores = json.loads((tmp_path / "run" / "test_scores.json").read_text())["scores"]
+    assert set(scores) == set(data.STS_TASKS) | {"Avg"}
+
+
+def test_missing_training_file_is_a_clear_error(tmp_path, data_root):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "train.py", "--train-file", str(tmp_path / "nope.txt"),
+                          "--output-dir", str(tmp_path / "run"), "--data-dir", str(data_root)],
+                         cwd=data.REPO, capture_output=True, text=True)
+    assert run.returncode != 0 and "nope.txt" in run.stderr and "Traceback" not in run.stderr
