@@ -80,6 +80,26 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
+class Padding:
+    """Where the real tokens of a padded batch are.
+
+    The dense layers act on every token independently, so they run on the real tokens alone, packed into a
+    (tokens, hidden) matrix: random training batches are 30-60% padding, and padding would cost as much as
+    real text. Only attention mixes tokens; it runs on the padded (batch, length) grid with a key mask.
+    Outputs are zero at padded positions."""
+
+    def __init__(self, attention_mask):
+        self.shape = attention_mask.shape
+        self.index = attention_mask.flatten().nonzero().squeeze(1)  # real tokens' positions in batch*length
+        self.attend = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): may a query see a key?
+
+    def pack(self, x):  # (batch, length, d) -> (tokens, d)
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def unpack(self, x):  # (tokens, d) -> (batch, length, d), zeros at padding
+        return x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x).view(*self.shape, -1)
+
+
 class BertSelfAttention(nn.Module):
     """Multi-head scaled dot-product attention; dropout on the attention probabilities."""
 
@@ -91,13 +111,14 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
         self.dropout_p = c.attention_probs_dropout_prob
 
-    def forward(self, x, attend):  # attend: (batch, 1, 1, length), True where a key is a real token
-        B, L, H = x.shape
-        q, k, v = (proj(x).view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
+    def forward(self, x, padding: Padding):  # x: (tokens, hidden), real tokens only
+        B, L = padding.shape
+        H = x.shape[-1]
+        q, k, v = (padding.unpack(proj(x)).view(B, L, self.num_heads, H // self.num_heads).transpose(1, 2)
                    for proj in (self.query, self.key, self.value))
         p = self.dropout_p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
-        return y.transpose(1, 2).reshape(B, L, H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=padding.attend, dropout_p=p)
+        return padding.pack(y.transpose(1, 2).reshape(B, L, H))
 
 
 class BertResidual(nn.Module):
@@ -119,8 +140,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(c)
         self.output = BertResidual(c, c.hidden_size)
 
-    def forward(self, x, attend):
-        return self.output(self.self(x, attend), x)
+    def forward(self, x, padding):
+        return self.output(self.self(x, padding), x)
 
 
 class BertIntermediate(nn.Module):
@@ -142,8 +163,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertResidual(c, c.intermediate_size)
 
-    def forward(self, x, attend):
-        x = self.attention(x, attend)
+    def forward(self, x, padding):
+        x = self.attention(x, padding)
         return self.output(self.intermediate(x), x)
 
 
@@ -197,14 +218,15 @@ class BertModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        attend = attention_mask.bool()[:, None, None, :]
-        x = self.embeddings(input_ids, token_type_ids)
+        padding = Padding(attention_mask)
+        x = padding.pack(self.embeddings(input_ids, token_type_ids))
         hidden_states = [x]
         for layer in self.encoder.layer:
-            x = layer(x, attend)
+            x = layer(x, padding)
             hidden_states.append(x)
-        return BertOutput(last_hidden_state=x, pooler_output=self.pooler(x[:, 0]),
-                          hidden_states=tuple(hidden_states) if output_hidden_states else None)
+        last = padding.unpack(x)
+        return BertOutput(last_hidden_state=last, pooler_output=self.pooler(last[:, 0]),
+                          hidden_states=tuple(map(padding.unpack, hidden_states)) if output_hidden_states else None)
 
     def set_dropout(self, p: float):
         """Set hidden and attention dropout to p (the knob of the paper's Table 3)."""

@@ -44,18 +44,31 @@ def outputs(model, batch, train=False):
 
 
 def assert_same_outputs(ours, theirs, batch, atol=1e-5):
+    """Equal at every real token (padded positions carry no meaning: ours are zero, see bert.Padding)."""
     a, b = outputs(ours, batch), outputs(theirs, batch)
-    assert (a.last_hidden_state - b.last_hidden_state).abs().max() <= atol
+    real = batch["attention_mask"].bool()
+    assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= atol
     assert (a.pooler_output - b.pooler_output).abs().max() <= atol
     assert len(a.hidden_states) == len(b.hidden_states) == ours.config.num_hidden_layers + 1
     for x, y in zip(a.hidden_states, b.hidden_states):
-        assert (x - y).abs().max() <= atol
+        assert (x - y)[real].abs().max() <= atol
 
 
 @pytest.mark.parametrize("checkpoint", ["tiny", "minilm"])
 def test_parity_with_transformers(checkpoint, tiny_dir, minilm_dir, batch):
     path = tiny_dir if checkpoint == "tiny" else minilm_dir
     assert_same_outputs(BertModel.from_pretrained(path), transformers.BertModel.from_pretrained(path), batch)
+
+
+def test_padding_neither_changes_real_tokens_nor_leaks(minilm_dir, batch):
+    model = BertModel.from_pretrained(minilm_dir)
+    padded = outputs(model, batch)
+    real = batch["attention_mask"].bool()
+    assert all((h[~real] == 0).all() for h in padded.hidden_states)
+    for i in range(len(SENTENCES)):  # each sentence alone, unpadded
+        n = int(real[i].sum())
+        alone = outputs(model, {k: v[i:i + 1, :n] for k, v in batch.items()})
+        assert (alone.last_hidden_state[0] - padded.last_hidden_state[i, :n]).abs().max() < 1e-5
 
 
 def test_from_pretrained_returns_eval_mode(minilm_dir):
