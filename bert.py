@@ -76,6 +76,7 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids, token_type_ids):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        # Summed in transformers' order: float addition is not associative, and this keeps us bit-identical.
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(x))
 
