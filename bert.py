@@ -87,17 +87,23 @@ class Padding:
     The dense layers act on every token independently, so they run on the real tokens alone, packed into a
     (tokens, hidden) matrix: random training batches are 30-60% padding, and padding would cost as much as
     real text. Only attention mixes tokens; it runs on the padded (batch, length) grid with a key mask.
-    Outputs are zero at padded positions."""
+    Outputs are zero at padded positions.
 
-    def __init__(self, attention_mask):
+    pack=False keeps every position (as transformers does): finding the real tokens is a host-device sync
+    and gives each batch its own shape, which a GPU running compiled, fixed-shape steps wants to avoid."""
+
+    def __init__(self, attention_mask, pack=True):
         self.shape = attention_mask.shape
-        self.index = attention_mask.flatten().nonzero().squeeze(1)  # real tokens' positions in batch*length
+        self.index = attention_mask.flatten().nonzero().squeeze(1) if pack else None  # real tokens in batch*length
         self.attend = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): may a query see a key?
 
     def pack(self, x):  # (batch, length, d) -> (tokens, d)
-        return x.flatten(0, 1).index_select(0, self.index)
+        x = x.flatten(0, 1)
+        return x if self.index is None else x.index_select(0, self.index)
 
     def unpack(self, x):  # (tokens, d) -> (batch, length, d), zeros at padding
+        if self.index is None:
+            return x.view(*self.shape, -1)
         return x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x).view(*self.shape, -1)
 
 
@@ -205,6 +211,7 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config)
+        self.pack_padding = True  # run the dense layers on real tokens only (see Padding)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -219,7 +226,7 @@ class BertModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        padding = Padding(attention_mask)
+        padding = Padding(attention_mask, self.pack_padding)
         x = padding.pack(self.embeddings(input_ids, token_type_ids))
         hidden_states = [x]
         for layer in self.encoder.layer:
@@ -377,9 +384,11 @@ class Tokenizer:
         tok.no_truncation()
         tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")  # to the longest in the batch
 
-    def __call__(self, sentences, max_length=None):
-        """Token ids of a list of sentences, padded to the longest and cut at max_length tokens."""
-        self.tok.enable_truncation(min(max_length or self.model_max_length, self.model_max_length))
+    def __call__(self, sentences, max_length=None, pad_to_max_length=False):
+        """Token ids of a list of sentences, padded to the longest (or to max_length) and cut at max_length tokens."""
+        max_length = min(max_length or self.model_max_length, self.model_max_length)
+        self.tok.enable_truncation(max_length)
+        self.tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]", length=max_length if pad_to_max_length else None)
         encodings = self.tok.encode_batch(list(sentences))
         as_tensor = lambda rows: torch.from_numpy(np.array(rows, dtype=np.int64).reshape(len(encodings), -1))
         return {

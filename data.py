@@ -186,6 +186,14 @@ def read_nli_csv(path):
     return rows, skipped
 
 
+def training_file(name, root=None, announce=True) -> Path:
+    """The training file `name`: a path, or relative to the data folder."""
+    path = Path(name)
+    if path.exists():
+        return path
+    return require(data_dir(root) / name)
+
+
 def read_training_file(path):
     """(examples, skipped): each example a tuple of the sentences that form one row of a batch --
     (s, s) for a sentence of a .txt file (two dropout views of it), (premise, entailment[, contradiction]) for a CSV."""

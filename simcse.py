@@ -3,9 +3,14 @@
 This file is the method: how a sentence embedding is read off BERT (the poolers), and, for training,
 the two views of a batch, the two objectives, and the alignment/uniformity analysis.
 """
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from bert import write_safetensors
 
 # --- Sentence embeddings (poolers, as defined by the authors' evaluation.py) ---------------------
 
@@ -93,7 +98,7 @@ def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False):
     return z.view(n_views, -1, z.shape[-1])
 
 
-def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
+def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, anchors=slice(None)):
     """InfoNCE over cosine similarities / temp, in-batch negatives.
 
     z: (2, N, d) -- anchors h_i and positives h_i^+ : eq. 1,
@@ -101,15 +106,18 @@ def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
     z: (3, N, d) -- with hard negatives h_i^- (contradictions) of *all* anchors in the denominator: eq. 5.
        hard_negative_weight is added (log space) to each anchor's own hard-negative logit, as the
        authors' code does: weight w multiplies that term by e^w.
+    anchors: the rows of z[0] whose loss is taken (the mean over them). On several processes z is the
+       whole batch gathered from all of them and each takes its own anchors (train.py, `gather_batch`):
+       every anchor still has all N positives and hard negatives of the batch in its denominator.
     """
     z = z.float()
-    anchor, others = z[0], z[1:].reshape(-1, z.shape[-1])  # positives, then hard negatives
+    n = z.shape[1]
+    labels = torch.arange(n, device=z.device)[anchors]  # anchor i's positive is column i
+    anchor, others = z[0, anchors], z[1:].reshape(-1, z.shape[-1])  # positives, then hard negatives
     logits = F.cosine_similarity(anchor.unsqueeze(1), others.unsqueeze(0), dim=-1) / temp
-    n = anchor.shape[0]
-    if z.shape[0] == 3:  # [positives | hard negatives]: weight the diagonal of the second block
-        eye = torch.eye(n, device=z.device)
-        logits = logits + hard_negative_weight * torch.cat([torch.zeros_like(eye), eye], dim=1)
-    return F.cross_entropy(logits, torch.arange(n, device=z.device))
+    if z.shape[0] == 3:  # [positives | hard negatives]: anchor i's own hard negative is column n + i
+        logits = logits + hard_negative_weight * F.one_hot(n + labels, 2 * n)
+    return F.cross_entropy(logits, labels)
 
 
 # --- Analysis: alignment and uniformity (Wang & Isola, 2020; the paper's section 5 and Figure 2) ----
@@ -122,3 +130,50 @@ def alignment(x, y):
 def uniformity(x, t=2):
     """log E exp(-t ||f(x) - f(y)||^2) over all pairs of L2-normalised embeddings (lower is better)."""
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
+
+
+# --- Checkpoints that other tools read with the right pooler -------------------------------------
+
+def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
+    """Next to a Hugging Face checkpoint, the files with which sentence-transformers builds *this* embedding.
+
+    Without them it silently builds mean pooling, which is not SimCSE's [CLS] embedding. cls_before_pooler
+    is CLS pooling; cls adds the MLP (BERT's pooler: dense + tanh) as a Dense module; avg is mean pooling.
+    avg_top2 and avg_first_last have no sentence-transformers equivalent: no modules.json is written, and
+    the folder's README says so. The files are written in the layout of sentence-transformers 2-5, which
+    later versions read too."""
+    folder = str(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    hidden = model.config.hidden_size
+    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with SimCSE "
+              f"(https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` pooler.\n\n"
+              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path --pooler {pooler}`\n")
+    if pooler in ("avg_top2", "avg_first_last"):
+        readme += (f"- sentence-transformers has no `{pooler}` pooling, so this folder has no modules.json: "
+                   "`SentenceTransformer(path)` would build mean pooling, a different embedding.\n")
+        with open(os.path.join(folder, "README.md"), "w") as f:
+            f.write(readme)
+        return
+    if pooler not in ("cls", "cls_before_pooler", "avg"):
+        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+    mode = "mean" if pooler == "avg" else "cls"
+    write_json = lambda name, value: json.dump(value, open(os.path.join(folder, name), "w"), indent=2)
+    os.makedirs(os.path.join(folder, "1_Pooling"), exist_ok=True)
+    write_json("1_Pooling/config.json", {"word_embedding_dimension": hidden, "pooling_mode_cls_token": mode == "cls",
+                                         "pooling_mode_mean_tokens": mode == "mean", "pooling_mode_max_tokens": False,
+                                         "pooling_mode_mean_sqrt_len_tokens": False})
+    if pooler == "cls":  # the MLP over [CLS] is part of the embedding
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        os.makedirs(os.path.join(folder, "2_Dense"), exist_ok=True)
+        write_json("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
+                                           "activation_function": "torch.nn.modules.activation.Tanh"})
+        dense = model.pooler.dense
+        write_safetensors({"linear.weight": dense.weight, "linear.bias": dense.bias},
+                          os.path.join(folder, "2_Dense", "model.safetensors"))
+    write_json("modules.json", modules)
+    write_json("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    write_json("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    readme += "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this embedding)\n"
+    with open(os.path.join(folder, "README.md"), "w") as f:
+        f.write(readme)

@@ -139,10 +139,10 @@ def test_supervised_run_logs_and_saves_a_transformers_checkpoint(tiny_checkpoint
     assert all({"stsb_dev", "align", "uniform", "loss", "lr", "seconds"} <= set(r) for r in log)
     assert result["best"]["stsb_dev"] == max(r["stsb_dev"] for r in log)
 
-    ours = BertModel.from_pretrained(str(out))
-    theirs, info = transformers.AutoModel.from_pretrained(out, output_loading_info=True)
+    ours = BertModel.from_pretrained(str(out / "best"))
+    theirs, info = transformers.AutoModel.from_pretrained(out / "best", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    batch = load_tokenizer(str(out))(["A man plays a guitar.", "A cat sleeps on the mat."])
+    batch = load_tokenizer(str(out / "best"))(["A man plays a guitar.", "A cat sleeps on the mat."])
     with torch.no_grad():
         mlp = pool(ours(**batch), batch["attention_mask"], "cls")  # [CLS] -> the trained MLP (dense + tanh)
         assert (theirs(**batch).pooler_output - mlp).abs().max() < 1e-5
