@@ -107,7 +107,7 @@ def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, anchors=slice(None)
        hard_negative_weight is added (log space) to each anchor's own hard-negative logit, as the
        authors' code does: weight w multiplies that term by e^w.
     anchors: the rows of z[0] whose loss is taken (the mean over them). On several processes z is the
-       whole batch gathered from all of them and each takes its own anchors (train.py, `gather_batch`):
+       whole batch gathered from all of them and each takes its own anchors (train.py, `GatherBatch`):
        every anchor still has all N positives and hard negatives of the batch in its denominator.
     """
     z = z.float()

@@ -24,7 +24,6 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
@@ -100,16 +99,27 @@ def global_batches(n, batch_size, seed, after_step=0):
                 yield order[start:start + batch_size]
 
 
-def gather_batch(z):
-    """The whole batch's embeddings (n_views, batch, d) from each process's share, differentiably.
+class GatherBatch(torch.autograd.Function):
+    """The whole batch's embeddings (n_views, batch, d) from each process's share (n_views, share, d).
 
     In-batch negatives (eq. 1 and 5) are the other sentences of the *whole* batch, so every process needs
-    every other's embeddings. All-gather with autograd sends each process's gradient with respect to the
-    gathered copies back to their owner, so that the gradients, averaged by DistributedDataParallel, are those
-    of one process holding the whole batch (tests/test_distributed.py checks this). The authors' cl_forward
-    gathers without autograd and puts back only its own share: the gradient through the other processes'
-    embeddings is lost, and the update is not that of the loss it computes."""
-    return torch.cat(dist_nn.all_gather(z.contiguous()), dim=1)
+    every other's embeddings. Backward sums, over processes, the gradient with respect to each share and
+    hands each process its own: with DistributedDataParallel averaging the parameter gradients, the update
+    is that of one process holding the whole batch (tests/test_distributed.py checks it). The authors'
+    cl_forward gathers without autograd and puts back only its own share: the gradient through the other
+    processes' embeddings is lost, and the update is not the gradient of the loss it computes."""
+
+    @staticmethod
+    def forward(ctx, z):
+        shares = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+        dist.all_gather(shares, z.contiguous())
+        return torch.cat(shares, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every process's gradient with respect to every share, summed
+        return grad.chunk(dist.get_world_size(), dim=1)[dist.get_rank()]
 
 
 # --- Checkpoints: best/ for users, last/ to resume; each folder replaced whole --------------------
@@ -286,7 +296,7 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 z = embed_views(step_model, batch, n_views, cfg.pooler, cfg.fixed_mask)
             if world_size > 1:
-                loss = contrastive_loss(gather_batch(z), cfg.temp, cfg.hard_negative_weight,
+                loss = contrastive_loss(GatherBatch.apply(z), cfg.temp, cfg.hard_negative_weight,
                                         anchors=slice(rank * share, (rank + 1) * share))
             else:
                 loss = contrastive_loss(z, cfg.temp, cfg.hard_negative_weight)

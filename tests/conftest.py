@@ -26,3 +26,17 @@ def data_root():
             pytest.fail(message + "; SIMCSE_REQUIRE_DATA=1 forbids skipping")
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(minilm_dir, tmp_path_factory):
+    """A random 2-layer, 64-wide BERT with MiniLM's tokenizer, saved by transformers: runs in seconds."""
+    import torch
+    import transformers
+    from bert import load_tokenizer
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny")
+    transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                   intermediate_size=128)).save_pretrained(folder)
+    load_tokenizer(minilm_dir).save_pretrained(folder)
+    return str(folder)

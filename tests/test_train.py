@@ -117,16 +117,6 @@ def test_presets_and_overrides():
 
 # --- A whole run, with a tiny random BERT so that it takes seconds --------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(minilm_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny")
-    transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                   intermediate_size=128)).save_pretrained(folder)
-    load_tokenizer(minilm_dir).save_pretrained(folder)
-    return str(folder)
-
-
 def test_supervised_run_logs_and_saves_a_transformers_checkpoint(tiny_checkpoint, data_root, tmp_path):
     (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(
         f"A man plays {i} guitars.,A person plays music.,A cat sleeps.\n" for i in range(20)))

@@ -1,0 +1,119 @@
+"""Seed sweeps: a grid of settings x seeds of train.py, run one after another, summarised as mean +- std.
+
+    python sweep.py --seeds 1 2 3 --settings "--dropout 0" "--dropout 0.1" "--dropout 0.1 --fixed-mask" \
+        --output-dir runs/table3 --max-steps 40 --batch-size 32 --no-test
+
+A setting is a string of train.py flags; every other flag (here --max-steps, --batch-size, --no-test) is
+passed to every run. Each run has its own folder, <output-dir>/<setting>/seed-<seed>. Restarted, the sweep
+skips the runs that finished and resumes the one that was interrupted. It writes <output-dir>/sweep.json
+(every run's numbers and, per setting, n, mean, sample std, min and max of the best STS-B dev score and of
+the seven-task test average), sweep.md (the table) and, with matplotlib installed, sweep.png.
+"""
+import argparse
+import json
+import re
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+import train
+
+
+def folder_name(setting):
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", setting.replace("--", "").strip()) or "default"
+
+
+def summarize(values):
+    """n, mean, sample standard deviation (None below 2 runs), min, max; runs without the number left out."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {"n": len(values), "mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None, "min": min(values), "max": max(values)}
+
+
+def cell(s):
+    if s["n"] == 0:
+        return "-"
+    std = f" ± {s['std']:.2f}" if s["std"] is not None else ""
+    return f"{s['mean']:.2f}{std} [{s['min']:.2f}, {s['max']:.2f}]"
+
+
+def write_report(out: Path, settings, runs, command):
+    summary = {s: {"stsb_dev": summarize([r["stsb_dev"] for r in runs if r["setting"] == s]),
+                   "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])} for s in settings}
+    (out / "sweep.json").write_text(json.dumps({"command": command, "runs": runs, "summary": summary}, indent=2))
+    lines = ["| setting | n | best STS-B dev, mean ± std [min, max] | test Avg., mean ± std [min, max] |",
+             "|---|---|---|---|"]
+    lines += [f"| `{s}` | {v['stsb_dev']['n']} | {cell(v['stsb_dev'])} | {cell(v['test_avg'])} |" for s, v in summary.items()]
+    table = "\n".join(lines)
+    (out / "sweep.md").write_text(f"`{command}`\n\n{table}\n")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no sweep.png)")
+        return table
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(settings)), 3.5))
+    for i, s in enumerate(settings):
+        values = [r["stsb_dev"] for r in runs if r["setting"] == s]
+        ax.plot([i] * len(values), values, ".", color="gray")
+        m = summary[s]["stsb_dev"]
+        if m["n"]:
+            ax.errorbar(i, m["mean"], yerr=m["std"] or 0, fmt="o", color="C0", capsize=4)
+    ax.set_xticks(range(len(settings)), [s or "(defaults)" for s in settings], fontsize=8)
+    ax.set_ylabel("best STS-B dev (Spearman x100)")
+    ax.set_title("mean ± std over seeds (dots: runs)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "sweep.png", dpi=120)
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds of each setting")
+    parser.add_argument("--settings", nargs="+", default=[""], metavar="FLAGS",
+                        help='one string of train.py flags per setting, e.g. "--dropout 0.1 --fixed-mask" (a lone '
+                             'flag needs a space: " --fixed-mask")')
+    parser.add_argument("--output-dir", required=True, help="the sweep's folder; each run gets a folder inside")
+    args, common = parser.parse_known_args(argv)
+    out = Path(args.output_dir)
+    if len(set(map(folder_name, args.settings))) < len(args.settings):
+        raise SystemExit("error: two settings give the same folder name; make them differ")
+    plan = []  # parse every run's flags before running any, so that a typo stops nothing half-way
+    for setting in args.settings:
+        for seed in args.seeds:
+            folder = out / folder_name(setting) / f"seed-{seed}"
+            argv_run = common + shlex.split(setting) + ["--seed", str(seed), "--output-dir", str(folder)]
+            cfg, options = train.parse_args(argv_run)
+            plan.append((setting, seed, folder, cfg, options))
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    runs = []
+    for i, (setting, seed, folder, cfg, options) in enumerate(plan, 1):
+        result_file = folder / "sweep_run.json"
+        if result_file.exists():
+            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}: done before, skipped")
+        else:
+            resume = (folder / "last" / "state.json").exists()
+            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}{': resuming' if resume else ''}")
+            result = train.train(cfg, **{**options, "resume": resume})
+            if result is None or result["best"] is None or (options["test"] and result["test"] is None):
+                raise SystemExit("interrupted; run the same command again to go on")
+            record = {"setting": setting, "seed": seed, "folder": str(folder), "stsb_dev": result["best"]["stsb_dev"],
+                      "best_step": result["best"]["step"], "test_avg": result["test"]["Avg"] if result["test"] else None}
+            result_file.write_text(json.dumps(record, indent=2))
+        runs.append(json.loads(result_file.read_text()))
+        write_report(out, args.settings, runs, command)
+    print(write_report(out, args.settings, runs, command))
+    print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (OSError, ValueError, KeyError, FloatingPointError) as e:
+        raise SystemExit(f"error: {e}")

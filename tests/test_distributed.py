@@ -1,0 +1,38 @@
+"""torchrun: several processes train exactly as one process holding the whole batch (gloo, on the CPU)."""
+import json
+import subprocess
+import sys
+
+from bert import read_safetensors
+from data import REPO
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def test_gradient_through_the_gathered_negatives(tmp_path):
+    run = subprocess.run(TORCHRUN + ["tests/distributed_gradients.py", str(tmp_path / "g.json")], cwd=REPO,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for rank in json.loads((tmp_path / "g.json").read_text()):
+        scale = rank["grad_scale"]
+        assert rank["ours"]["loss"] < 1e-6 and rank["ours"]["grad"] < 1e-5 * scale  # = one process, whole batch
+        assert rank["authors"]["loss"] < 1e-6  # the same loss...
+        assert rank["authors"]["grad"] > 0.05 * scale  # ...but not its gradient
+        assert rank["views_differ"]  # dropout on: each process's two views differ
+
+
+def test_torchrun_run_equals_single_process_run(data_root, tmp_path):
+    args = ["train.py", "--preset", "quick-sup", "--max-steps", "4", "--eval-steps", "4", "--batch-size", "16",
+            "--dropout", "0", "--no-test", "--data-dir", str(data_root)]
+    for command, out in ((TORCHRUN, "A"), ([sys.executable], "B")):
+        run = subprocess.run(command + args + ["--output-dir", str(tmp_path / out)], cwd=REPO, capture_output=True,
+                             text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+    logs = {out: [json.loads(line) for line in (tmp_path / out / "log.jsonl").read_text().splitlines()] for out in "AB"}
+    assert [r["step"] for r in logs["A"]] == [r["step"] for r in logs["B"]] == [0, 4]
+    assert abs(logs["A"][-1]["loss"] - logs["B"][-1]["loss"]) <= 1e-5
+    assert abs(logs["A"][-1]["stsb_dev"] - logs["B"][-1]["stsb_dev"]) <= 1e-4
+    a, b = (read_safetensors(str(tmp_path / out / "best" / "model.safetensors")) for out in "AB")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    assert logs["A"][-1]["stsb_dev"] != logs["A"][0]["stsb_dev"]  # it did train
