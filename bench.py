@@ -3,6 +3,7 @@
     python bench.py eval     # full seven-task STS test evaluation: ours vs. the SentEval way
     python bench.py train    # SimCSE training steps: our BERT vs. transformers.BertModel
     python bench.py train --train-file nli/nli_small_for_simcse.csv   # supervised (triplets)
+    python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
 """
 import argparse
 import time
@@ -92,12 +93,12 @@ def bench_train(args):
     """Examples/s of SimCSE training steps (views, loss, backward, AdamW) on the same batches."""
     import transformers
     from simcse import contrastive_loss, embed_views
-    from train import shuffled_batches
+    from train import global_batches
     name = args.model or default_model()
     examples, _ = data.read_training_file(data.data_dir(args.data_dir) / args.train_file)
     n_views = len(examples[0])
     tokenizer = load_tokenizer(name)
-    order = shuffled_batches(len(examples), args.batch_size, seed=0)
+    order = global_batches(len(examples), args.batch_size, seed=0)
     batches = [tokenizer([row[k] for k in range(n_views) for row in (examples[i] for i in next(order))],
                          max_length=32) for _ in range(args.steps + 2)]
 
@@ -129,6 +130,33 @@ def bench_train(args):
     print(f"ratio ours/transformers {ours / theirs:.2f}x")
 
 
+def bench_search(args):
+    """Exact top-k search of real queries in an index of random unit vectors (the index's content does not
+    change the work)."""
+    from simcse import SimCSE
+    tool = SimCSE(args.model or default_model(), pooler="avg")
+    dev = data.load_sts("STSBenchmark", args.data_dir)["dev"]
+    queries = list(dict.fromkeys(dev.sent1))[:args.queries]
+    generator = torch.Generator().manual_seed(0)
+    dim = tool.model.config.hidden_size
+    embeddings = torch.nn.functional.normalize(torch.randn(args.index_size, dim, generator=generator), dim=-1)
+    tool.index = {"sentences": [f"sentence {i}" for i in range(args.index_size)], "embeddings": embeddings.to(tool.device)}
+    tool.search(queries[:2])  # warm-up
+    start = time.perf_counter()
+    z = tool.encode(queries, keepdim=True).to(tool.device)
+    encoded = time.perf_counter()
+    tool.nearest(z, args.top_k)
+    found = time.perf_counter()
+    results = tool.search(queries, threshold=0.0, top_k=args.top_k)
+    total = time.perf_counter() - found
+    assert len(results) == len(queries) and all(len(r) == args.top_k for r in results)
+    print(f"{len(queries)} queries, index of {args.index_size:,} x {dim} ({embeddings.numel() * 4 / 2**20:.0f} MiB), "
+          f"top {args.top_k}, {tool.device}, torch threads {torch.get_num_threads()}")
+    print(f"encode the queries: {encoded - start:6.3f} s")
+    print(f"exact top-k:        {found - encoded:6.3f} s")
+    print(f"search (both):      {total:6.3f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -143,8 +171,14 @@ def main():
     tr.add_argument("--rounds", type=int, default=2)
     tr.add_argument("--train-file", default="wiki/wiki1m_head.txt", help="relative to the data folder")
     tr.add_argument("--data-dir")
+    se = sub.add_parser("search", help="SimCSE.search: queries against a large index of stored embeddings")
+    se.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    se.add_argument("--index-size", type=int, default=200_000)
+    se.add_argument("--queries", type=int, default=100)
+    se.add_argument("--top-k", type=int, default=5)
+    se.add_argument("--data-dir")
     args = parser.parse_args()
-    {"eval": bench_eval, "train": bench_train}[args.what](args)
+    {"eval": bench_eval, "train": bench_train, "search": bench_search}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
 """SimCSE (Gao, Yao & Chen, EMNLP 2021): sentence embeddings by contrastive learning.
 
 This file is the method: how a sentence embedding is read off BERT (the poolers), and, for training,
-the two views of a batch, the two objectives, and the alignment/uniformity analysis.
+the two views of a batch, the two objectives, and the alignment/uniformity analysis. At the end, the
+authors' tool for using a trained model (`SimCSE`: encode, similarity, search) and its command line:
+
+    python simcse.py encode --model runs/quick/best --input sentences.txt --output embeddings.npy
+    python simcse.py search --model runs/quick/best --corpus sentences.txt --query "A man plays a guitar."
 """
+import argparse
 import json
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bert import write_safetensors
+import data
+from bert import BertModel, checkpoint_file, load_tokenizer, write_safetensors
 
 # --- Sentence embeddings (poolers, as defined by the authors' evaluation.py) ---------------------
 
@@ -177,3 +184,150 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
     readme += "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this embedding)\n"
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(readme)
+
+
+# --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
+
+def checkpoint_pooler(model_name_or_path):
+    """The embedding a checkpoint was trained for, from its train_config.json (unsupervised, MLP in training
+    only: cls_before_pooler); "cls" without one, as the authors' tool, whose checkpoints keep the MLP there."""
+    path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
+    if path is None:
+        return "cls"
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    return "cls_before_pooler" if cfg.get("pooler") == "cls" and cfg.get("mlp_only_train") else cfg.get("pooler", "cls")
+
+
+def read_corpus(path):
+    """The sentences of a text file, one a line (blank lines skipped); a missing or empty file is an error."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    sentences, _ = data.read_sentences(path)
+    if not sentences:
+        raise ValueError(f"{path}: no sentences (the file is empty)")
+    return sentences
+
+
+class SimCSE:
+    """Sentence embeddings, similarities and nearest-neighbour search with a trained checkpoint.
+
+        model = SimCSE("runs/quick/best")
+        model.similarity("A man plays a guitar.", ["Someone plays music.", "A cat sleeps."])  # array of 2
+        model.build_index("sentences.txt")
+        model.search("A man plays a guitar.", top_k=5)  # [(sentence, cosine), ...], best first
+
+    The same calls and return shapes as the authors' tool. Search is exact (cosine of unit vectors, in
+    chunks of the index so that a million sentences fit in memory, on the GPU when there is one)."""
+
+    def __init__(self, model_name_or_path, device=None, pooler=None):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = load_tokenizer(model_name_or_path)
+        self.model = BertModel.from_pretrained(model_name_or_path).to(self.device)
+        self.pooler = pooler or checkpoint_pooler(model_name_or_path)
+        if self.pooler not in POOLERS:
+            raise ValueError(f"unknown pooler {self.pooler!r}; expected one of {', '.join(POOLERS)}")
+        self.index = None  # {"sentences": [...], "embeddings": (n, d) unit vectors}
+
+    def encode(self, sentences, batch_size=64, max_length=128, normalize_to_unit=True, return_numpy=False,
+               keepdim=False):
+        """(n, d) embeddings of a list of sentences; (d,) of one sentence (unless keepdim)."""
+        single = isinstance(sentences, str)
+        sentences = [sentences] if single else list(sentences)
+        if not sentences:
+            raise ValueError("no sentences to encode")
+        z = encode(self.model, self.tokenizer, sentences, self.pooler, batch_size, max_length,
+                   progress=len(sentences) > 10 * batch_size)
+        if normalize_to_unit:
+            z = F.normalize(z, dim=-1)
+        z = z[0] if single and not keepdim else z
+        return z.numpy() if return_numpy else z
+
+    def similarity(self, queries, keys):
+        """Cosine similarities: a float for two sentences, else an array (queries x keys); keys may be embeddings."""
+        q = self.encode(queries, keepdim=True)
+        k = torch.as_tensor(keys) if isinstance(keys, (np.ndarray, torch.Tensor)) else self.encode(keys, keepdim=True)
+        scores = (q @ F.normalize(k.reshape(-1, q.shape[1]).float(), dim=-1).T).numpy()
+        if isinstance(queries, str):
+            scores = scores[0]
+            if isinstance(keys, str):
+                return float(scores[0])
+        return scores
+
+    def build_index(self, sentences_or_file_path, batch_size=64):
+        """Encode the sentences (a list, or a file of one sentence a line) to search them."""
+        self.index = None
+        self.add_to_index(sentences_or_file_path, batch_size)
+
+    def add_to_index(self, sentences_or_file_path, batch_size=64):
+        sentences = sentences_or_file_path
+        if isinstance(sentences, (str, os.PathLike)):
+            sentences = read_corpus(sentences)
+        embeddings = self.encode(sentences, batch_size, keepdim=True).to(self.device)
+        if self.index is not None:
+            sentences = self.index["sentences"] + list(sentences)
+            embeddings = torch.cat([self.index["embeddings"], embeddings])
+        self.index = {"sentences": list(sentences), "embeddings": embeddings}
+
+    def search(self, queries, threshold=0.6, top_k=5):
+        """The top_k most similar indexed sentences with a cosine of at least threshold, as (sentence, cosine)
+        pairs, best first: a list for one query, a list of such lists for a list of queries."""
+        if self.index is None:
+            raise ValueError("no index: call build_index(sentences) first")
+        if top_k <= 0:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        scores, ids = self.nearest(self.encode(queries, keepdim=True).to(self.device), top_k)
+        results = [[(self.index["sentences"][i], s) for s, i in zip(row_s, row_i) if s >= threshold]
+                   for row_s, row_i in zip(scores.tolist(), ids.tolist())]
+        return results[0] if isinstance(queries, str) else results
+
+    @torch.inference_mode()
+    def nearest(self, queries, top_k, chunk=65536):
+        """Exact top-k by cosine of unit vectors: (scores, index positions), each (queries, k), best first."""
+        best_s = queries.new_empty(len(queries), 0)
+        best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+        index = self.index["embeddings"]
+        for start in range(0, len(index), chunk):
+            s = queries @ index[start:start + chunk].T
+            s, i = s.topk(min(top_k, s.shape[1]), dim=1)
+            best_s, order = torch.cat([best_s, s], 1).topk(min(top_k, best_s.shape[1] + s.shape[1]), dim=1)
+            best_i = torch.cat([best_i, i + start], 1).gather(1, order)
+        return best_s.cpu(), best_i.cpu()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Encode sentences or search a corpus with a SimCSE checkpoint.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encode", help="embeddings of a file of sentences (one a line) to a .npy file")
+    enc.add_argument("--input", required=True, help="a text file, one sentence a line (blank lines skipped)")
+    enc.add_argument("--output", required=True, help="where to write the (sentences, dim) float32 array (.npy)")
+    search = sub.add_parser("search", help="the nearest sentences of a corpus file to each query")
+    search.add_argument("--corpus", required=True, help="a text file, one sentence a line")
+    search.add_argument("--query", nargs="+", required=True, help="one or more query sentences")
+    search.add_argument("--top-k", type=int, default=5, help="neighbours per query (default: 5)")
+    search.add_argument("--threshold", type=float, default=0.6, help="least cosine similarity shown (default: 0.6)")
+    for p in (enc, search):
+        p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
+        p.add_argument("--pooler", choices=POOLERS, help="default: the checkpoint's own (train_config.json), else cls")
+        p.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    try:
+        model = SimCSE(args.model, pooler=args.pooler)
+        if args.command == "encode":
+            sentences = read_corpus(args.input)
+            np.save(args.output, model.encode(sentences, args.batch_size, return_numpy=True))
+            print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")
+        else:
+            model.build_index(args.corpus, args.batch_size)
+            for query, hits in zip(args.query, model.search(args.query, args.threshold, args.top_k)):
+                print(f"{query}")
+                for sentence, score in hits:
+                    print(f"  {score:.4f}  {sentence}")
+                if not hits:
+                    print(f"  (nothing at cosine >= {args.threshold})")
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
