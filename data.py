@@ -7,11 +7,16 @@ One data folder serves the whole project, laid out as
     <data-dir>/wiki/wiki1m_for_simcse.txt (or a slice of it)                 unsupervised training
     <data-dir>/nli/nli_for_simcse.csv                                         supervised training
 
-It is found from the --data-dir flag, else $SIMCSE_DATA_DIR, else ./data, else ../shared/data.
+It is found from the --data-dir flag, else $SIMCSE_DATA_DIR, else ./data, else ../shared/data. What a run
+needs and the folder lacks is fetched from the authors' dataset repository on the Hugging Face hub
+(`python data.py download` fetches everything up front).
 """
+import argparse
 import csv
 import io
 import os
+import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +24,17 @@ REPO = Path(__file__).resolve().parent
 DATA_DIR_ENV = "SIMCSE_DATA_DIR"
 DEFAULT_DATA_DIRS = (REPO / "data", REPO.parent / "shared" / "data")
 
+HUB_DATASET = "princeton-nlp/datasets-for-simcse"  # the authors' copy of everything the paper needs
+HUB_FILES = {"senteval": "senteval.tar", "wiki/wiki1m_for_simcse.txt": "wiki1m_for_simcse.txt",
+             "nli/nli_for_simcse.csv": "nli_for_simcse.csv"}  # where each goes in the data folder
+SLICE_OF = {"wiki/wiki1m_head.txt": "wiki/wiki1m_for_simcse.txt",  # small files of the shared data folder,
+            "nli/nli_small_for_simcse.csv": "nli/nli_for_simcse.csv"}  # and the authors' file to use instead
+
 GET_DATA_HELP = (
-    "Get the evaluation data with SentEval's script (github.com/facebookresearch/SentEval, "
-    "data/downstream/get_transfer_data.bash) and put its downstream/ folder at <data-dir>/senteval/; "
-    "get SimCSE's training files with the authors' data/download_wiki.sh and download_nli.sh "
-    "(github.com/princeton-nlp/SimCSE) into <data-dir>/wiki/ and <data-dir>/nli/. "
-    f"Point at the folder with --data-dir or ${DATA_DIR_ENV}.")
+    f"Run `python data.py download` online (it fetches {', '.join(HUB_FILES.values())} from the Hugging Face "
+    f"dataset {HUB_DATASET}), or download them by hand from huggingface.co/datasets/{HUB_DATASET}: unpack "
+    "senteval.tar into <data-dir>/senteval/ (it holds STS/ and SICK/), put the other two in <data-dir>/wiki/ and "
+    f"<data-dir>/nli/. Point at the folder with --data-dir or ${DATA_DIR_ENV}.")
 
 
 class DataError(ValueError):
@@ -140,15 +150,19 @@ STS_TASKS = list(STS_YEARS) + ["STSBenchmark", "SICKRelatedness"]
 
 
 def load_sts(task: str, root=None) -> dict:
-    """{subset or split name: STSPairs} for one of STS_TASKS, read from <data-dir>/senteval/."""
-    sts = data_dir(root) / "senteval" / "STS"
+    """{subset or split name: STSPairs} for one of STS_TASKS, read from <data-dir>/senteval/ (fetched if missing)."""
+    return read_senteval_task(task, senteval_dir(root))
+
+
+def read_senteval_task(task: str, senteval: Path) -> dict:
+    sts = senteval / "STS"
     if task in STS_YEARS:
         folder = require(sts / f"{task}-en-test")
         return {subset: read_sts_subset(folder, subset) for subset in STS_YEARS[task]}
     if task == "STSBenchmark":
         return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv") for split in ("train", "dev", "test")}
     if task == "SICKRelatedness":
-        sick = data_dir(root) / "senteval" / "SICK"
+        sick = senteval / "SICK"
         files = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
         return {split: read_sick(sick / name) for split, name in files.items()}
     raise ValueError(f"unknown STS task {task!r}; expected one of {', '.join(STS_TASKS)}")
@@ -187,11 +201,101 @@ def read_nli_csv(path):
 
 
 def training_file(name, root=None, announce=True) -> Path:
-    """The training file `name`: a path, or relative to the data folder."""
+    """The training file `name`: a path, or relative to the data folder. One of the shared folder's slices
+    (SLICE_OF) that is missing is replaced by the authors' full file; the authors' files are fetched."""
     path = Path(name)
     if path.exists():
         return path
-    return require(data_dir(root) / name)
+    folder = data_dir(root)
+    if (folder / name).exists():
+        return folder / name
+    full = SLICE_OF.get(name, name)
+    if full != name and announce:
+        print(f"{folder / name} not found: training on the authors' full file {full} instead")
+    if not (folder / full).exists() and full in HUB_FILES:
+        fetch_file(full, folder)
+    return require(folder / full)
+
+
+# --- Fetching the authors' files from the Hugging Face hub ----------------------------------------
+
+# SentEval's scored pairs: STS12-16 all subsets together; STS-B and SICK-R train/dev/test.
+SCORED_PAIRS = {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "STS16": 1186,
+                "STSBenchmark": (5749, 1500, 1379), "SICKRelatedness": (4500, 500, 4927)}
+
+
+def hub_download(filename) -> Path:
+    """A file of the authors' dataset repository, through huggingface_hub (its cache and progress bar)."""
+    from huggingface_hub import hf_hub_download
+    print(f"fetching {filename} from the Hugging Face dataset {HUB_DATASET} ...")
+    try:
+        return Path(hf_hub_download(HUB_DATASET, filename, repo_type="dataset"))
+    except Exception as e:  # offline, HF_HUB_OFFLINE=1, no such file: one line that says what to do
+        raise FileNotFoundError(f"could not download {filename} ({type(e).__name__}). {GET_DATA_HELP}") from None
+
+
+def fetch_file(name, folder: Path):
+    """<folder>/<name> from the hub, copied beside and renamed: a half-copied file never counts as present."""
+    source, dest = hub_download(HUB_FILES[name]), folder / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    print(f"fetched {HUB_DATASET}/{HUB_FILES[name]} -> {dest}")
+
+
+def senteval_dir(root=None) -> Path:
+    """<data-dir>/senteval, unpacked from the authors' senteval.tar and checked if the folder is missing."""
+    folder = data_dir(root) / "senteval"
+    if not folder.exists():
+        unpack_senteval(hub_download("senteval.tar"), folder)
+    return folder
+
+
+def unpack_senteval(tar_path: Path, folder: Path):
+    """Unpack beside `folder`, check every task's scored pairs, then rename: never a half-made folder."""
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while unpacking
+    try:
+        try:
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"{tar_path}: cannot unpack ({type(e).__name__}: {e}); the download is damaged: "
+                            "delete it and fetch it again") from None
+        inner = next((d for d in [tmp, *sorted(tmp.iterdir())] if (d / "STS").is_dir()), None)  # STS/ at the top?
+        if inner is None:
+            raise DataError(f"{tar_path}: no STS/ folder inside; expected SentEval's downstream/ layout")
+        check_senteval(inner)
+        inner.rename(folder)
+        print(f"unpacked and checked {tar_path.name} -> {folder}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_senteval(senteval: Path):
+    """Every STS task has SentEval's number of scored pairs; a mismatch names the file or folder."""
+    for task, expected in SCORED_PAIRS.items():
+        pairs = read_senteval_task(task, senteval)
+        if task in STS_YEARS:
+            found, where = sum(len(p.scores) for p in pairs.values()), f"{senteval}/STS/{task}-en-test"
+            if found != expected:
+                raise DataError(f"{where}: {found} scored pairs, SentEval's {task} has {expected}")
+            continue
+        for split, n in zip(("train", "dev", "test"), expected):
+            if len(pairs[split].scores) != n:
+                raise DataError(f"{senteval}: {task} {split} has {len(pairs[split].scores)} scored pairs, "
+                                f"SentEval's has {n}")
+
+
+def download(root=None):
+    """Everything the paper's runs need: the evaluation sets and the authors' two training files."""
+    folder = data_dir(root)
+    senteval_dir(folder)
+    for name in HUB_FILES:
+        if name != "senteval" and not (folder / name).exists():
+            fetch_file(name, folder)
+    print(f"the data folder {folder} is complete")
 
 
 def read_training_file(path):
@@ -202,3 +306,19 @@ def read_training_file(path):
         return read_nli_csv(path)
     sentences, skipped = read_sentences(path)
     return [(s, s) for s in sentences], skipped
+
+
+def main():
+    parser = argparse.ArgumentParser(description="The project's data folder. " + GET_DATA_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("download", help="fetch the evaluation sets and the two training files")
+    get.add_argument("--data-dir", help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
+    args = parser.parse_args()
+    try:
+        download(args.data_dir)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -268,6 +268,8 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
             record = {"step": step, "loss": (totals[0] / totals[1]).item() if totals[1] > 0 else None,
                       "lr": schedule.get_last_lr()[0], **dev_metrics(model, tokenizer, dev, eval_pooler(cfg)),
                       "nonfinite": int(nonfinite.item()), "seconds": round(time.perf_counter() - start, 1)}
+            if step == 0:  # what was trained on, as found (data.training_file may substitute or fetch)
+                record.update(train_file=str(train_path), train_examples=len(examples))
             state["log"].append(record)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()

@@ -53,7 +53,7 @@ def test_bad_score_names_file_and_line(tmp_path):
 
 def test_missing_subset_file_is_named(tmp_path):
     folder = write_year(tmp_path, ["a\tb"], ["1"], subsets=("FNWN", "OnWN"))
-    with pytest.raises(FileNotFoundError, match=rf"{folder / 'STS.input.headlines.txt'}: not found.*SentEval"):
+    with pytest.raises(FileNotFoundError, match=rf"{folder / 'STS.input.headlines.txt'}: not found.*data.py download"):
         data.load_sts("STS13", tmp_path)
 
 
@@ -83,9 +83,17 @@ def test_stsb_and_sick_layouts(tmp_path):
         data.load_sts("SICKRelatedness", tmp_path)
 
 
-def test_missing_data_dir_says_how_to_get_data(tmp_path):
-    with pytest.raises(FileNotFoundError, match="STS12-en-test: not found.*get_transfer_data"):
+def test_missing_data_dir_offline_says_how_to_get_data(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("offline and not in the cache")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(FileNotFoundError, match=r"could not download senteval.tar \(LocalEntryNotFoundError\)\. "
+                                                r"Run `python data.py download` online.*<data-dir>/senteval/"):
         data.load_sts("STS12", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_data_dir_precedence(tmp_path, monkeypatch):
@@ -178,9 +186,10 @@ def test_dev_mode_and_json_cli(minilm_dir, data_root, tmp_path):
 
 
 def test_cli_error_is_a_message_not_a_traceback(tmp_path, minilm_dir):
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     run = subprocess.run([sys.executable, "eval_sts.py", "--model", minilm_dir, "--data-dir", str(tmp_path)],
-                         cwd=data.REPO, capture_output=True, text=True)
-    assert run.returncode != 0 and "Traceback" not in run.stderr and "not found" in run.stderr
+                         cwd=data.REPO, capture_output=True, text=True, env=env)
+    assert run.returncode != 0 and "Traceback" not in run.stderr and "could not download senteval.tar" in run.stderr
 
 
 def test_test_mode_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
