@@ -3,17 +3,20 @@
     python bench.py eval     # full seven-task STS test evaluation: ours vs. the SentEval way
     python bench.py train    # SimCSE training steps: our BERT vs. transformers.BertModel
     python bench.py train --train-file nli/nli_small_for_simcse.csv   # supervised (triplets)
+    python bench.py train --bert-base       # the paper's model shape (random weights), e.g. on a GPU
+    python bench.py run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
     python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
 """
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
 import data
-from bert import BertModel, load_tokenizer
+from bert import BertConfig, BertModel, load_tokenizer
 from eval_sts import default_model, evaluate, format_table
 
 
@@ -89,45 +92,126 @@ def bench_eval(args):
     print(f"speed-up {ref_s / ours_s:.2f}x; largest score difference {diff:.4f}")
 
 
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU (NVIDIA data sheets)
+
+
+def random_bert_base(folder):
+    """BERT-base with random weights and the packaged (uncased WordPiece, same vocabulary) tokenizer: the
+    paper's model shape, with nothing to download. Speed does not depend on the weights."""
+    torch.manual_seed(0)
+    BertModel(BertConfig()).save_pretrained(folder)
+    load_tokenizer(default_model()).save_pretrained(folder)
+    return str(folder)
+
+
+def model_name(args, folder):
+    return random_bert_base(folder) if args.bert_base else args.model or default_model()
+
+
 def bench_train(args):
-    """Examples/s of SimCSE training steps (views, loss, backward, AdamW) on the same batches."""
+    """Time per SimCSE update on the same batches: ours as train.py runs it on this device (on a GPU: fixed
+    shapes, torch.compile, bf16 autocast, fused AdamW; on a CPU: dense layers on real tokens only) against
+    transformers.BertModel eager (padded to the longest, AdamW's default). On a GPU also the model FLOP
+    utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak."""
+    import tempfile
     import transformers
     from simcse import contrastive_loss, embed_views
-    from train import global_batches
-    name = args.model or default_model()
-    examples, _ = data.read_training_file(data.data_dir(args.data_dir) / args.train_file)
+    from train import TrainConfig, global_batches, update
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    name = model_name(args, tempfile.mkdtemp())
+    examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
     n_views = len(examples[0])
     tokenizer = load_tokenizer(name)
     order = global_batches(len(examples), args.batch_size, seed=0)
-    batches = [tokenizer([row[k] for k in range(n_views) for row in (examples[i] for i in next(order))],
-                         max_length=32) for _ in range(args.steps + 2)]
+    texts = [[row[k] for k in range(n_views) for row in (examples[i] for i in next(order))]
+             for _ in range(args.warmup + args.steps)]
+    ours_batches = [tokenizer(t, 32, pad_to_max_length=cuda) for t in texts]  # as train.py on this device
+    reference_batches = [tokenizer(t, 32) for t in texts]
+    cfg = TrainConfig(pooler="cls")
 
-    def run(model):
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5)
-        torch.manual_seed(0)
+    def timed(batches, step):
+        batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
         for i, batch in enumerate(batches):
-            if i == 2:  # two warm-up steps
+            if i == args.warmup:
+                torch.cuda.synchronize() if cuda else None
                 start = time.perf_counter()
-            loss = contrastive_loss(embed_views(model, batch, n_views, "cls"))
+            torch.manual_seed(i)
+            step(batch)
+        torch.cuda.synchronize() if cuda else None
+        return (time.perf_counter() - start) / args.steps
+
+    def ours(model):
+        model.pack_padding = not cuda
+        step_model = torch.compile(model) if cuda and args.compile else model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
+        scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
+        step_model.train()
+        return timed(ours_batches, lambda b: update(step_model, model, optimizer, scaler, b, n_views, cfg, amp))
+
+    def reference(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0)
+        model.train()
+
+        def step(batch):
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = contrastive_loss(embed_views(model, batch, n_views, "cls"))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-        return args.steps * args.batch_size / (time.perf_counter() - start)
+        return timed(reference_batches, step)
 
-    models = {"ours": BertModel.from_pretrained(name), "transformers": transformers.BertModel.from_pretrained(name)}
-    rates = {k: [] for k in models}
+    models = {"ours": (ours, BertModel.from_pretrained(name).to(device)),
+              "transformers": (reference, transformers.BertModel.from_pretrained(name).to(device))}
+    times = {k: [] for k in models}
     for _ in range(args.rounds):  # alternate, so that neither gets the machine's better moments only
-        for key, model in models.items():
-            rates[key].append(run(model))  # the same step: embed_views only calls model(...)
-    ours, theirs = max(rates["ours"]), max(rates["transformers"])
-    print(f"model {name}, {n_views} sentences x batch {args.batch_size} from {args.train_file}, max length 32, "
-          f"{args.steps} timed steps, best of {args.rounds} rounds, torch threads {torch.get_num_threads()}")
-    print(f"all rounds (examples/s): {rates}")
-    print(f"ours:                   {ours:7.1f} examples/s")
-    print(f"transformers.BertModel: {theirs:7.1f} examples/s")
-    print(f"ratio ours/transformers {ours / theirs:.2f}x")
+        for key, (run, model) in models.items():
+            times[key].append(run(model))
+    ours_s, theirs_s = min(times["ours"]), min(times["transformers"])
+    c = models["ours"][1].config
+    tokens = sum(int(b["attention_mask"].sum()) for b in ours_batches[args.warmup:]) / args.steps
+    flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
+    gpu = torch.cuda.get_device_name() if cuda else "cpu"
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
+    print(f"model {name} ({c.num_hidden_layers} layers, {c.hidden_size} wide), {n_views} sentences x batch "
+          f"{args.batch_size} from {args.train_file}, max length 32, {args.steps} timed steps after {args.warmup}, "
+          f"best of {args.rounds} rounds, on {gpu}" + ("" if cuda else f", torch threads {torch.get_num_threads()}"))
+    print(f"all rounds (ms/step): { {k: [round(1000 * t, 2) for t in v] for k, v in times.items()} }")
+    print(f"ours:                   {1000 * ours_s:8.2f} ms/step  {args.batch_size / ours_s:8.1f} examples/s")
+    print(f"transformers.BertModel: {1000 * theirs_s:8.2f} ms/step  {args.batch_size / theirs_s:8.1f} examples/s")
+    print(f"ratio ours/transformers {theirs_s / ours_s:.2f}x")
+    print(f"real tokens/step {tokens:.0f}; {flops / ours_s / 1e12:.2f} TFLOP/s" +
+          (f"; MFU {100 * flops / ours_s / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+
+
+def bench_run(args):
+    """A timed train.py run shaped like the paper's (evaluation and saving every --eval-steps steps), and the
+    projected time of the whole run: the step-0 evaluation, then one (eval-steps updates + evaluation and
+    checkpoints) segment per --eval-steps of the paper's steps, at the fastest segment's pace after the first
+    (which includes compiling)."""
+    import tempfile
+    from train import TrainConfig, train
+    work = Path(tempfile.mkdtemp())
+    name = model_name(args, work / "model")
+    examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
+    supervised = len(examples[0]) == 3
+    cfg = TrainConfig(model=name, train_file=args.train_file, output_dir=str(work / "run"), batch_size=args.batch_size,
+                      max_steps=args.steps, eval_steps=args.eval_steps, mlp_only_train=not supervised,
+                      lr=5e-5 if supervised else 3e-5, data_dir=args.data_dir)
+    start = time.perf_counter()
+    log = train(cfg, test=False)["log"]
+    wall = time.perf_counter() - start
+    segments = [b["seconds"] - a["seconds"] for a, b in zip(log, log[1:])]
+    pace = min(segments[1:] or segments)
+    paper_steps = 3 * (275_601 // 512) if supervised else 1_000_000 // 64  # sup-bert, unsup-bert
+    projected = log[0]["seconds"] + pace * paper_steps / args.eval_steps
+    print(f"{args.steps} steps of {args.batch_size} ({'supervised' if supervised else 'unsupervised'}), evaluated "
+          f"every {args.eval_steps}: segments of {args.eval_steps} steps + evaluation took {[round(s, 1) for s in segments]} s;"
+          f" step-0 evaluation {log[0]['seconds']:.1f} s; the whole call {wall:.1f} s (loading and compiling included)")
+    print(f"the paper's run ({paper_steps} steps, an evaluation every {args.eval_steps}): projected "
+          f"{projected / 60:.1f} min at {pace / args.eval_steps * 1000:.1f} ms per step, evaluation included")
 
 
 def bench_search(args):
@@ -164,13 +248,21 @@ def main():
     ev.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
     ev.add_argument("--pooler", default="cls_before_pooler")
     ev.add_argument("--data-dir")
-    tr = sub.add_parser("train", help="training throughput, ours vs. transformers.BertModel")
-    tr.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    tr = sub.add_parser("train", help="time per update, ours (as train.py on this device) vs. transformers eager")
     tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--steps", type=int, default=5, help="timed steps per round (after 2 warm-up steps)")
+    tr.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    tr.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens there)")
     tr.add_argument("--rounds", type=int, default=2)
-    tr.add_argument("--train-file", default="wiki/wiki1m_head.txt", help="relative to the data folder")
-    tr.add_argument("--data-dir")
+    tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="on a GPU (default: on)")
+    ru = sub.add_parser("run", help="a timed train.py run and the projected time of the paper's whole run")
+    ru.add_argument("--batch-size", type=int, default=64, help="64: unsup-bert; 512 with an NLI file: sup-bert")
+    ru.add_argument("--steps", type=int, default=375)
+    ru.add_argument("--eval-steps", type=int, default=125)
+    for p in (tr, ru):
+        p.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+        p.add_argument("--bert-base", action="store_true", help="a random-init BERT-base instead of --model")
+        p.add_argument("--train-file", default="wiki/wiki1m_head.txt", help="relative to the data folder")
+        p.add_argument("--data-dir")
     se = sub.add_parser("search", help="SimCSE.search: queries against a large index of stored embeddings")
     se.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
     se.add_argument("--index-size", type=int, default=200_000)
@@ -178,7 +270,7 @@ def main():
     se.add_argument("--top-k", type=int, default=5)
     se.add_argument("--data-dir")
     args = parser.parse_args()
-    {"eval": bench_eval, "train": bench_train, "search": bench_search}[args.what](args)
+    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,12 @@ def global_batches(n, batch_size, seed, after_step=0):
                 yield order[start:start + batch_size]
 
 
+def dropout_seed(seed, rank, step):
+    """The random seed of a step's dropout masks: fresh masks every step and on every process, and a function
+    of (seed, process, step) alone, so that a resumed run draws the same masks as an uninterrupted one."""
+    return hash((seed, rank, step))  # tuples of ints hash the same in every Python process
+
+
 class GatherBatch(torch.autograd.Function):
     """The whole batch's embeddings (n_views, batch, d) from each process's share (n_views, share, d).
 
@@ -182,6 +188,26 @@ def load_state(out: Path, cfg, model, optimizer, schedule, scaler):
 
 # --- Training ---------------------------------------------------------------------------------------
 
+def update(step_model, model, optimizer, scaler, batch, n_views, cfg, amp_dtype=None, rank=0, world_size=1):
+    """One SimCSE update from this process's share of the batch: the views, the contrastive loss over the
+    whole batch, backward, gradient clipping at 1.0, AdamW. Returns (loss, skipped) as tensors on the device,
+    without waiting for it: a non-finite loss or gradient skips the update (with fp16, the scaler decides)."""
+    with torch.autocast(device_type=batch["input_ids"].device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        z = embed_views(step_model, batch, n_views, cfg.pooler, cfg.fixed_mask)
+    share = z.shape[1]
+    z = GatherBatch.apply(z) if world_size > 1 else z
+    loss = contrastive_loss(z, cfg.temp, cfg.hard_negative_weight, anchors=slice(rank * share, (rank + 1) * share))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the same on every process
+    skipped = ~torch.isfinite(grad_norm)  # a non-finite loss makes a non-finite gradient
+    optimizer.found_inf = skipped.float()  # fused AdamW leaves the weights and its state as they were
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), skipped
+
+
 def init_distributed():
     """(rank, number of processes, device). torchrun sets RANK and WORLD_SIZE: then one process per GPU
     (NCCL), or per CPU worker (gloo); plain `python train.py` is one process."""
@@ -236,9 +262,8 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
     # Fused: one kernel, and it can skip an update on the device (found_inf) without waiting for the GPU.
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total_steps)
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler(enabled=use_amp and amp_dtype == torch.float16)
+    amp_dtype = None if device.type != "cuda" else torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling, bf16 does not
     state = {"config": experiment(cfg), "step": 0, "best": None, "log": []}
     if resume:
         state = load_state(out, cfg, model, optimizer, schedule, scaler)
@@ -293,26 +318,10 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
             rows = next(batches)[rank * share:(rank + 1) * share]
             batch = tokenizer([examples[i][k] for k in range(n_views) for i in rows], cfg.max_length, static)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            # Fresh dropout masks: a function of (seed, process, step) alone, so a resumed run draws the same.
-            torch.manual_seed(hash((cfg.seed, rank, step)))
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                z = embed_views(step_model, batch, n_views, cfg.pooler, cfg.fixed_mask)
-            if world_size > 1:
-                loss = contrastive_loss(GatherBatch.apply(z), cfg.temp, cfg.hard_negative_weight,
-                                        anchors=slice(rank * share, (rank + 1) * share))
-            else:
-                loss = contrastive_loss(z, cfg.temp, cfg.hard_negative_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the same on every process
-            # A non-finite loss or gradient skips the update, decided on the device (fp16: the scaler decides).
-            bad = ~torch.isfinite(grad_norm)
-            optimizer.found_inf = bad.float()
-            scaler.step(optimizer)
-            scaler.update()
+            torch.manual_seed(dropout_seed(cfg.seed, rank, step))
+            loss, bad = update(step_model, model, optimizer, scaler, batch, n_views, cfg, amp_dtype, rank, world_size)
             schedule.step()
-            loss_sum += torch.where(bad, 0.0, loss.detach())
+            loss_sum += torch.where(bad, 0.0, loss)
             finite_steps += ~bad
             nonfinite += bad
             in_a_row = (in_a_row + 1) * bad

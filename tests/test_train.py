@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import transformers
 
 import data
-from bert import BertModel, load_tokenizer
+from bert import BertConfig, BertModel, load_tokenizer
 from simcse import contrastive_loss, embed_views, pool
 from train import PRESETS, TrainConfig, parse_config, train
 
@@ -77,6 +77,36 @@ def test_views_differ_with_dropout(minilm):
     z = views(*minilm, p=0.1)
     similarity = F.cosine_similarity(z[0], z[1])
     assert (similarity < 0.9999).all() and (similarity > 0.8).all()  # two noisy views of one sentence
+
+
+def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
+    """What train.py runs on a GPU (torch.compile, every batch padded to max_length, no packing) keeps dropout
+    the augmentation: two views differ, two steps differ, the same step's seed repeats, p = 0 gives equal views."""
+    from train import dropout_seed
+    tokenizer = load_tokenizer(minilm_dir)
+    batch = tokenizer(["A man is playing a guitar.", "Two dogs run through a field."] * 2, 32, pad_to_max_length=True)
+    assert batch["input_ids"].shape == (4, 32)
+
+    def compiled(p):
+        torch.manual_seed(0)
+        model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+        model.set_dropout(p)
+        model.pack_padding = False
+        eager = embed_views(model.eval(), batch, 2, "cls_before_pooler")
+        return torch.compile(model).train(), eager
+
+    def step(model, seed):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return embed_views(model, batch, 2, "cls_before_pooler")
+    model, _ = compiled(0.1)
+    z1, z1_again, z2 = step(model, dropout_seed(42, 0, 1)), step(model, dropout_seed(42, 0, 1)), step(model, dropout_seed(42, 0, 2))
+    assert not torch.allclose(z1[0], z1[1])  # two views, two masks
+    assert not torch.allclose(z1, z2)  # the next step, new masks
+    assert torch.equal(z1, z1_again)  # the same (seed, process, step): the same masks (resume)
+    model, eager = compiled(0.0)
+    z = step(model, 0)
+    assert torch.equal(z[0], z[1]) and (z - eager).abs().max() < 1e-5  # no dropout: one view, as eager
 
 
 # --- Training files -----------------------------------------------------------------------------
