@@ -19,7 +19,7 @@ from scipy.stats import pearsonr, spearmanr
 
 import data
 from bert import BertModel, load_tokenizer
-from simcse import POOLERS, encode
+from simcse import POOLERS, alignment, encode, uniformity
 
 YEARS = list(data.STS_YEARS)
 
@@ -81,6 +81,18 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
         # As the authors' evaluation.py: the mean of the scores as printed, rounded to 2 decimals.
         scores["Avg"] = sum(round(scores[t], 2) for t in tasks) / len(tasks)
     return {"mode": mode, "pooler": pooler, "scores": scores, "details": details}
+
+
+def dev_metrics(model, tokenizer, dev: data.STSPairs, pooler):
+    """What training selects models by: STS-B dev Spearman x100, and the analysis of section 5 on it --
+    alignment (pairs with a gold score above 4) and uniformity (all its sentences)."""
+    sentences = list(dict.fromkeys(dev.sent1 + dev.sent2))
+    z = F.normalize(encode(model, tokenizer, sentences, pooler), dim=-1)
+    index = {s: i for i, s in enumerate(sentences)}
+    a, b = z[[index[s] for s in dev.sent1]], z[[index[s] for s in dev.sent2]]
+    positive = torch.tensor(dev.scores) > 4
+    return {"stsb_dev": 100 * spearmanr((a * b).sum(-1).numpy(), dev.scores)[0],
+            "align": alignment(a[positive], b[positive]), "uniform": uniformity(z)}
 
 
 def format_table(scores):

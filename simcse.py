@@ -188,15 +188,20 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
 
 # --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
 
+def embedding_pooler(pooler, mlp_only_train):
+    """The embedding of a model trained with `pooler`: with the MLP in training only, [CLS] before it (section 3)."""
+    return "cls_before_pooler" if pooler == "cls" and mlp_only_train else pooler
+
+
 def checkpoint_pooler(model_name_or_path):
-    """The embedding a checkpoint was trained for, from its train_config.json (unsupervised, MLP in training
-    only: cls_before_pooler); "cls" without one, as the authors' tool, whose checkpoints keep the MLP there."""
+    """The embedding a checkpoint was trained for, from its train_config.json; "cls" without one, as the
+    authors' tool, whose checkpoints keep the MLP there."""
     path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
     if path is None:
         return "cls"
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
-    return "cls_before_pooler" if cfg.get("pooler") == "cls" and cfg.get("mlp_only_train") else cfg.get("pooler", "cls")
+    return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
 
 
 def read_corpus(path):

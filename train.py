@@ -24,15 +24,12 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 import data
 from bert import BertModel, load_tokenizer, read_safetensors, write_safetensors
-from eval_sts import default_model, evaluate, format_table
-from simcse import (POOLERS, alignment, contrastive_loss, embed_views, encode, reset_mlp, save_sentence_transformers,
-                    uniformity)
+from eval_sts import default_model, dev_metrics, evaluate, format_table
+from simcse import POOLERS, contrastive_loss, embed_views, embedding_pooler, reset_mlp, save_sentence_transformers
 
 
 @dataclass
@@ -71,18 +68,7 @@ NONFINITE_IN_A_ROW = 5  # this many skipped updates in a row stop the run
 
 
 def eval_pooler(cfg):
-    return "cls_before_pooler" if cfg.pooler == "cls" and cfg.mlp_only_train else cfg.pooler
-
-
-def dev_metrics(model, tokenizer, dev: data.STSPairs, pooler):
-    """STS-B dev Spearman x100, and alignment (pairs with gold score > 4) / uniformity (all sentences)."""
-    sentences = list(dict.fromkeys(dev.sent1 + dev.sent2))
-    z = F.normalize(encode(model, tokenizer, sentences, pooler), dim=-1)
-    index = {s: i for i, s in enumerate(sentences)}
-    a, b = z[[index[s] for s in dev.sent1]], z[[index[s] for s in dev.sent2]]
-    positive = torch.tensor(dev.scores) > 4
-    return {"stsb_dev": 100 * spearmanr((a * b).sum(-1).numpy(), dev.scores)[0],
-            "align": alignment(a[positive], b[positive]), "uniform": uniformity(z)}
+    return embedding_pooler(cfg.pooler, cfg.mlp_only_train)
 
 
 def global_batches(n, batch_size, seed, after_step=0):
@@ -225,14 +211,6 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, compile=None
     """Run SimCSE training; returns {"log": [evaluation records], "best": record, "test": scores or None}
     (on the first process; the others return None)."""
     rank, world_size, device = init_distributed()
-    try:
-        return _train(cfg, progress, test, resume, compile, rank, world_size, device)
-    finally:
-        if world_size > 1:
-            dist.destroy_process_group()
-
-
-def _train(cfg, progress, test, resume, compile, rank, world_size, device):
     master = rank == 0
     say = print if master else lambda *a, **k: None
     out = Path(cfg.output_dir)
@@ -278,11 +256,11 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
     last = state["log"][-1] if state["log"] else {}
     loss_sum, finite_steps = torch.zeros((), device=device), torch.zeros((), device=device)
     nonfinite = torch.tensor(float(last.get("nonfinite", 0)), device=device)  # skipped updates, all run
-    in_a_row, worst = torch.zeros((), device=device), torch.zeros((), device=device)  # skipped in a row
+    in_a_row = torch.zeros((), device=device)  # skipped updates in a row
     start = time.perf_counter() - (last.get("seconds") or 0)
     log_file = open(out / "log.jsonl", "w") if master else None
-    for record in state["log"]:
-        log_file.write(json.dumps(record) + "\n")
+    if master:  # a resumed run's log: the records up to the state it resumes from
+        log_file.writelines(json.dumps(record) + "\n" for record in state["log"])
 
     def evaluate_dev(step):
         """STS-B dev on the first process, which logs and saves the best checkpoint and the state to resume."""
@@ -325,11 +303,10 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
             finite_steps += ~bad
             nonfinite += bad
             in_a_row = (in_a_row + 1) * bad
-            worst = torch.maximum(worst, in_a_row)
-            if step % check_every == 0 and worst.item() >= NONFINITE_IN_A_ROW:
+            if step % check_every == 0 and in_a_row.item() >= NONFINITE_IN_A_ROW:
                 best = state["best"] or {"step": "-", "stsb_dev": float("nan")}
                 raise FloatingPointError(
-                    f"{int(worst.item())} non-finite losses or gradients in a row (last at step {step}); stopped. "
+                    f"{int(in_a_row.item())} non-finite losses or gradients in a row (last at step {step}); stopped. "
                     f"Lower --lr? The best checkpoint (step {best['step']}, STS-B dev {best['stsb_dev']:.2f}) is in "
                     f"{out / 'best'}, untouched.")
             if step % cfg.eval_steps == 0 or step == total_steps:
@@ -346,6 +323,8 @@ def _train(cfg, progress, test, resume, compile, rank, world_size, device):
         if log_file:
             log_file.close()
     bar.close()
+    if world_size > 1:
+        dist.destroy_process_group()
     if not master:
         return None
 
@@ -394,10 +373,6 @@ def parse_args(argv=None):
     options = {k: args.pop(k) for k in ("test", "resume", "compile")}
     values = {**PRESETS[args.pop("preset")], **{k: v for k, v in args.items() if v is not None}}
     return TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}}), options
-
-
-def parse_config(argv=None) -> TrainConfig:
-    return parse_args(argv)[0]
 
 
 def main():

@@ -22,7 +22,7 @@ SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall
 def test_trained_checkpoint_loads_in_sentence_transformers_with_its_pooler(preset, pooler, tiny_checkpoint, data_root,
                                                                            tmp_path, caplog):
     from sentence_transformers import SentenceTransformer
-    cfg = train.parse_config(["--preset", preset, "--model", tiny_checkpoint, "--max-steps", "1", "--batch-size", "8",
+    cfg, _ = train.parse_args(["--preset", preset, "--model", tiny_checkpoint, "--max-steps", "1", "--batch-size", "8",
                               "--output-dir", str(tmp_path), "--data-dir", str(data_root)])
     train.train(cfg, progress=False, test=False)
     best = tmp_path / "best"

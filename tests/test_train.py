@@ -10,7 +10,7 @@ import transformers
 import data
 from bert import BertConfig, BertModel, load_tokenizer
 from simcse import contrastive_loss, embed_views, pool
-from train import PRESETS, TrainConfig, parse_config, train
+from train import PRESETS, TrainConfig, parse_args, train
 
 # --- The objectives, against loop-based computations of the paper's equations ------------------
 
@@ -138,11 +138,11 @@ def test_non_utf8_training_file_names_file_and_line(tmp_path):
 
 
 def test_presets_and_overrides():
-    cfg = parse_config(["--preset", "sup-bert", "--lr", "1e-5", "--fixed-mask"])
+    cfg, _ = parse_args(["--preset", "sup-bert", "--lr", "1e-5", "--fixed-mask"])
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.fixed_mask, cfg.mlp_only_train) == \
         ("bert-base-uncased", 512, 1e-5, 3, True, False)
-    assert parse_config([]) == TrainConfig(**{**PRESETS["quick"]})
-    assert parse_config(["--no-mlp-only-train"]).mlp_only_train is False
+    assert parse_args([])[0] == TrainConfig(**{**PRESETS["quick"]})
+    assert parse_args(["--no-mlp-only-train"])[0].mlp_only_train is False
 
 
 # --- A whole run, with a tiny random BERT so that it takes seconds --------------------------------
