@@ -6,7 +6,7 @@ concatenated), STS-B and SICK-R on their test splits, "Avg." over the seven. --m
 dev set (and SICK-R trial), which training uses for model selection.
 
     python eval_sts.py --model bert-base-uncased --pooler avg
-    python eval_sts.py --model runs/unsup --pooler cls_before_pooler --json scores.json
+    python eval_sts.py --model runs/quick/best --pooler cls_before_pooler --json scores.json
 """
 import argparse
 import json
