@@ -77,6 +77,7 @@ class STSPairs:
     sent1: list
     sent2: list
     scores: list
+    source: Path = None  # the file they were read from
 
 
 def normalize(sentence: str) -> str:
@@ -109,7 +110,7 @@ def read_sts_subset(folder: Path, subset: str) -> STSPairs:
     inputs, golds = read_lines(in_path), read_lines(gs_path)
     if len(inputs) != len(golds):
         raise DataError(f"{in_path} has {len(inputs)} lines but {gs_path} has {len(golds)}")
-    pairs = STSPairs([], [], [])
+    pairs = STSPairs([], [], [], gs_path)
     for lineno, (line, gold) in enumerate(zip(inputs, golds), 1):
         columns = line.split("\t")
         if len(columns) != 2:
@@ -124,7 +125,7 @@ def read_sts_subset(folder: Path, subset: str) -> STSPairs:
 
 def read_tsv_pairs(path: Path, columns, skip_header: bool) -> STSPairs:
     """Pairs from a tab-separated file; columns = (sentence 1, sentence 2, score) indices."""
-    pairs = STSPairs([], [], [])
+    pairs = STSPairs([], [], [], path)
     lines = read_lines(path)
     for lineno, line in enumerate(lines[1:] if skip_header else lines, 2 if skip_header else 1):
         fields = line.strip().split("\t")
@@ -284,8 +285,8 @@ def check_senteval(senteval: Path):
             continue
         for split, n in zip(("train", "dev", "test"), expected):
             if len(pairs[split].scores) != n:
-                raise DataError(f"{senteval}: {task} {split} has {len(pairs[split].scores)} scored pairs, "
-                                f"SentEval's has {n}")
+                raise DataError(f"{pairs[split].source}: {len(pairs[split].scores)} scored pairs, SentEval's "
+                                f"{task} {split} has {n}")
 
 
 def download(root=None):

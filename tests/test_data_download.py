@@ -90,7 +90,7 @@ def test_wrong_pair_count_names_the_file_and_leaves_nothing(data_root, tmp_path)
         info.size = len(trial)
         tar.addfile(info, io.BytesIO(trial))
     (tmp_path / "data").mkdir()
-    unpack_fails(tmp_path, buffer.getvalue(), r"SICKRelatedness dev has 498 scored pairs, SentEval's has 500")
+    unpack_fails(tmp_path, buffer.getvalue(), r"SICK_trial.txt: 498 scored pairs, SentEval's SICKRelatedness dev has 500")
 
 
 def test_interrupted_unpack_leaves_nothing(hub, tmp_path, monkeypatch):
