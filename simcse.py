@@ -149,41 +149,39 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
     avg_top2 and avg_first_last have no sentence-transformers equivalent: no modules.json is written, and
     the folder's README says so. The files are written in the layout of sentence-transformers 2-5, which
     later versions read too."""
-    folder = str(folder)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    hidden = model.config.hidden_size
+    if pooler not in POOLERS:
+        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+
+    def write(name, content):
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
+
     readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with SimCSE "
               f"(https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` pooler.\n\n"
               f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path --pooler {pooler}`\n")
     if pooler in ("avg_top2", "avg_first_last"):
-        readme += (f"- sentence-transformers has no `{pooler}` pooling, so this folder has no modules.json: "
-                   "`SentenceTransformer(path)` would build mean pooling, a different embedding.\n")
-        with open(os.path.join(folder, "README.md"), "w") as f:
-            f.write(readme)
+        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has no "
+                                    "modules.json: `SentenceTransformer(path)` would build mean pooling, a different "
+                                    "embedding.\n")
         return
-    if pooler not in ("cls", "cls_before_pooler", "avg"):
-        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
-    mode = "mean" if pooler == "avg" else "cls"
-    write_json = lambda name, value: json.dump(value, open(os.path.join(folder, name), "w"), indent=2)
-    os.makedirs(os.path.join(folder, "1_Pooling"), exist_ok=True)
-    write_json("1_Pooling/config.json", {"word_embedding_dimension": hidden, "pooling_mode_cls_token": mode == "cls",
-                                         "pooling_mode_mean_tokens": mode == "mean", "pooling_mode_max_tokens": False,
-                                         "pooling_mode_mean_sqrt_len_tokens": False})
+    hidden = model.config.hidden_size
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    write("1_Pooling/config.json", {"word_embedding_dimension": hidden, "pooling_mode_cls_token": pooler != "avg",
+                                    "pooling_mode_mean_tokens": pooler == "avg", "pooling_mode_max_tokens": False,
+                                    "pooling_mode_mean_sqrt_len_tokens": False})
     if pooler == "cls":  # the MLP over [CLS] is part of the embedding
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-        os.makedirs(os.path.join(folder, "2_Dense"), exist_ok=True)
-        write_json("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
-                                           "activation_function": "torch.nn.modules.activation.Tanh"})
-        dense = model.pooler.dense
-        write_safetensors({"linear.weight": dense.weight, "linear.bias": dense.bias},
+        write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
+                                      "activation_function": "torch.nn.modules.activation.Tanh"})
+        write_safetensors({"linear.weight": model.pooler.dense.weight, "linear.bias": model.pooler.dense.bias},
                           os.path.join(folder, "2_Dense", "model.safetensors"))
-    write_json("modules.json", modules)
-    write_json("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    write_json("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-    readme += "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this embedding)\n"
-    with open(os.path.join(folder, "README.md"), "w") as f:
-        f.write(readme)
+    write("modules.json", modules)
+    write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this "
+                                "embedding)\n")
 
 
 # --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
