@@ -382,7 +382,6 @@ class Tokenizer:
         self.files = files  # the files it was loaded from, copied by save_pretrained
         self.pad_id = tok.token_to_id("[PAD]")
         tok.no_truncation()
-        tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")  # to the longest in the batch
 
     def __call__(self, sentences, max_length=None, pad_to_max_length=False):
         """Token ids of a list of sentences, padded to the longest (or to max_length) and cut at max_length tokens."""

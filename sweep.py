@@ -92,7 +92,7 @@ def main(argv=None):
             plan.append((setting, seed, folder, cfg, options))
     out.mkdir(parents=True, exist_ok=True)
     command = "python sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    runs = []
+    runs, table = [], None
     for i, (setting, seed, folder, cfg, options) in enumerate(plan, 1):
         result_file = folder / "sweep_run.json"
         if result_file.exists():
@@ -107,8 +107,8 @@ def main(argv=None):
                       "best_step": result["best"]["step"], "test_avg": result["test"]["Avg"] if result["test"] else None}
             result_file.write_text(json.dumps(record, indent=2))
         runs.append(json.loads(result_file.read_text()))
-        write_report(out, args.settings, runs, command)
-    print(write_report(out, args.settings, runs, command))
+        table = write_report(out, args.settings, runs, command)  # after every run: a partial report survives a kill
+    print(table)
     print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
 
 

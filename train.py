@@ -217,11 +217,11 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, compile=None
     out.mkdir(parents=True, exist_ok=True)
     train_path = data.training_file(cfg.train_file, cfg.data_dir, announce=master)
     examples, skipped = data.read_training_file(train_path)
-    n_views = len(examples[0]) if examples else 0
     if cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes")
     if len(examples) < cfg.batch_size:
         raise data.DataError(f"{train_path}: {len(examples)} examples, fewer than one batch of {cfg.batch_size}")
+    n_views = len(examples[0])
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * (len(examples) // cfg.batch_size))
     share = cfg.batch_size // world_size  # this process's examples of each batch
     dev = data.load_sts("STSBenchmark", cfg.data_dir)["dev"]
@@ -258,8 +258,9 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, compile=None
     nonfinite = torch.tensor(float(last.get("nonfinite", 0)), device=device)  # skipped updates, all run
     in_a_row = torch.zeros((), device=device)  # skipped updates in a row
     start = time.perf_counter() - (last.get("seconds") or 0)
-    log_file = open(out / "log.jsonl", "w") if master else None
-    if master:  # a resumed run's log: the records up to the state it resumes from
+    log_file = None
+    if master:  # a resumed run's log starts with the records up to the state it resumes from
+        log_file = open(out / "log.jsonl", "w")
         log_file.writelines(json.dumps(record) + "\n" for record in state["log"])
 
     def evaluate_dev(step):
@@ -281,7 +282,8 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, compile=None
                 replace_folder(out / "best", lambda tmp: save_checkpoint(model, tokenizer, cfg, tmp))
             state["step"] = step
             replace_folder(out / "last", lambda tmp: save_state(tmp, model, optimizer, schedule, scaler, state))
-        loss_sum.zero_(), finite_steps.zero_()
+        loss_sum.zero_()
+        finite_steps.zero_()
         if world_size > 1:
             dist.barrier()  # the others wait for the evaluation
 
