@@ -16,8 +16,9 @@ import torch
 from scipy.stats import spearmanr
 
 import data
-from bert import BertConfig, BertModel, load_tokenizer
+from bert import BertConfig, BertModel
 from eval_sts import default_model, evaluate, format_table
+from tokenizer import load_tokenizer
 
 
 def senteval_style(model, tokenizer, pooler, tasks=data.STS_TASKS, mode="test", data_dir=None, batch_size=128):
@@ -115,17 +116,21 @@ def bench_train(args):
     utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak."""
     import tempfile
     import transformers
+    from config import TrainConfig
+    from distributed import Processes
+    from guard import NonFiniteGuard
     from simcse import contrastive_loss, embed_views
-    from train import TrainConfig, global_batches, update
+    from speed import Speed
+    from train import update
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before reading the clock
-    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    amp = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None  # as speed.Speed
     name = model_name(args, tempfile.mkdtemp())
     examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
     n_views = len(examples[0])
     tokenizer = load_tokenizer(name)
-    order = global_batches(len(examples), args.batch_size, seed=0)
+    order = data.batches(len(examples), args.batch_size, seed=0)
     texts = [[row[k] for k in range(n_views) for row in (examples[i] for i in next(order))]
              for _ in range(args.warmup + args.steps)]
     ours_batches = [tokenizer(t, 32, pad_to_max_length=cuda) for t in texts]  # as train.py on this device
@@ -139,23 +144,25 @@ def bench_train(args):
                 sync()
                 start = time.perf_counter()
             torch.manual_seed(i)
-            step(batch)
+            step(batch, i + 1)
         sync()
         return (time.perf_counter() - start) / args.steps
 
-    def ours(model):
-        model.pack_padding = not cuda
-        step_model = torch.compile(model) if cuda and args.compile else model
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
-        scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
+    def ours(model):  # train.py's own step, with its settings for this device (speed.py)
+        fast = Speed(device, compile=None if args.compile else False)
+        step_model, params = fast.prepare(model), list(model.parameters())
+        optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.0, fused=True)
+        procs = Processes()
+        guard = NonFiniteGuard(device, procs, check_every=fast.check_every)
         step_model.train()
-        return timed(ours_batches, lambda b: update(step_model, model, optimizer, scaler, b, n_views, cfg, amp))
+        return timed(ours_batches, lambda b, i: update(step_model, b, n_views, cfg, optimizer, params, fast, procs,
+                                                       guard, i))
 
     def reference(model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0)
         model.train()
 
-        def step(batch):
+        def step(batch, i):
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = contrastive_loss(embed_views(model, batch, n_views, "cls"))
             optimizer.zero_grad(set_to_none=True)
@@ -218,7 +225,7 @@ def bench_run(args):
 def bench_search(args):
     """Exact top-k search of real queries in an index of random unit vectors (the index's content does not
     change the work)."""
-    from simcse import SimCSE
+    from tool import SimCSE
     tool = SimCSE(args.model or default_model(), pooler="avg")
     dev = data.load_sts("STSBenchmark", args.data_dir)["dev"]
     queries = list(dict.fromkeys(dev.sent1))[:args.queries]

@@ -16,9 +16,12 @@ import csv
 import io
 import os
 import shutil
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parent
 DATA_DIR_ENV = "SIMCSE_DATA_DIR"
@@ -255,6 +258,9 @@ def senteval_dir(root=None) -> Path:
 
 def unpack_senteval(tar_path: Path, folder: Path):
     """Unpack beside `folder`, check every task's scored pairs, then rename: never a half-made folder."""
+    if not hasattr(tarfile, "data_filter"):  # Python 3.11.4+, 3.10.12+ and 3.9.17+ have it
+        raise DataError(f"this Python ({sys.version.split()[0]}) cannot unpack {tar_path.name} safely (no tarfile "
+                        "data filter): use Python 3.10.12+, 3.11.4+ or 3.12+")
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while unpacking
     try:
@@ -307,6 +313,20 @@ def read_training_file(path):
         return read_nli_csv(path)
     sentences, skipped = read_sentences(path)
     return [(s, s) for s in sentences], skipped
+
+
+def batches(n, batch_size, seed, after_step=0):
+    """The example indices of each step's batch from step after_step + 1 on: a new random order every
+    epoch, an incomplete last batch dropped. A function of the seed alone, so a resumed run and a run on
+    any number of processes see the same batches."""
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n - batch_size + 1, batch_size):
+            step += 1
+            if step > after_step:
+                yield order[start:start + batch_size]
 
 
 def main():

@@ -6,7 +6,7 @@ concatenated), STS-B and SICK-R on their test splits, "Avg." over the seven. --m
 dev set (and SICK-R trial), which training uses for model selection.
 
     python eval_sts.py --model bert-base-uncased --pooler avg
-    python eval_sts.py --model runs/quick/best --pooler cls_before_pooler --json scores.json
+    python eval_sts.py --model runs/quick/best --json scores.json   # the pooler the checkpoint was trained for
 """
 import argparse
 import json
@@ -16,12 +16,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
+from tqdm.auto import tqdm
 
 import data
-from bert import BertModel, load_tokenizer
-from simcse import POOLERS, alignment, encode, uniformity
+from bert import BertModel
+from checkpoint import check_model, checkpoint_file
+from simcse import POOLERS, alignment, embedding_pooler, pool, uniformity
+from tokenizer import load_tokenizer
 
 YEARS = list(data.STS_YEARS)
+
+
+@torch.inference_mode()
+def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length=None, progress=False,
+           chunk=32768):
+    """Embeddings (len(sentences), hidden) in eval mode. Each distinct sentence is encoded once, in batches
+    of sentences of similar length (little padding), tokenised `chunk` sentences at a time (bounded memory)."""
+    model_was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    unique = list(dict.fromkeys(sentences))
+    embeddings = torch.empty(len(unique), model.config.hidden_size)
+    bar = tqdm(total=len(unique), desc="encode", disable=not progress, leave=False)
+    for first in range(0, len(unique), chunk):
+        tokens = tokenizer(unique[first:first + chunk], max_length=max_length)  # padded to the longest
+        lengths = tokens["attention_mask"].sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v[idx, :int(lengths[idx].max())].to(device) for k, v in tokens.items()}  # cut padding
+            out = model(**batch, output_hidden_states=pooler.startswith("avg"))
+            embeddings[first + idx] = pool(out, batch["attention_mask"], pooler).float().cpu()
+            bar.update(len(idx))
+    bar.close()
+    model.train(model_was_training)
+    position = {s: i for i, s in enumerate(unique)}
+    return embeddings[[position[s] for s in sentences]]
 
 
 def splits_to_score(task, mode):
@@ -95,6 +125,17 @@ def dev_metrics(model, tokenizer, dev: data.STSPairs, pooler):
             "align": alignment(a[positive], b[positive]), "uniform": uniformity(z)}
 
 
+def checkpoint_pooler(model_name_or_path):
+    """The embedding a checkpoint was trained for, from its train_config.json; "cls" without one, as the
+    authors' tool, whose checkpoints keep the MLP there."""
+    path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
+    if path is None:
+        return "cls"
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
+
+
 def format_table(scores):
     names = [("Avg." if k == "Avg" else k) for k in scores]
     cells = [f"{v:.2f}" for v in scores.values()]
@@ -116,8 +157,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None,
                         help="checkpoint folder or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--pooler", default="cls", choices=POOLERS,
-                        help="how to read a sentence embedding off BERT (default: cls)")
+    parser.add_argument("--pooler", choices=POOLERS, help="how to read a sentence embedding off BERT (default: "
+                        "the one a checkpoint of train.py was trained for, from its train_config.json; else cls)")
     parser.add_argument("--mode", default="test", choices=["test", "dev"],
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
     parser.add_argument("--tasks", nargs="+", choices=data.STS_TASKS, help="a subset of the tasks (default: all of the mode's)")
@@ -130,14 +171,23 @@ def main():
     model_name = args.model or default_model()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
+        check_model(model_name)
+        pooler = args.pooler or checkpoint_pooler(model_name)
+        print(f"pooler {pooler} " + ("(--pooler)" if args.pooler else "(the checkpoint's own, train_config.json)"
+                                     if checkpoint_file(model_name, "train_config.json", required=False)
+                                     else "(no train_config.json: cls, as the authors' tool; see --pooler)"))
         model, tokenizer = BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name)
         start = time.perf_counter()
-        results = evaluate(model, tokenizer, args.pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
+        results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
                            progress=True)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:
+        raise SystemExit(130)
     seconds = time.perf_counter() - start
-    print(f"------ {args.mode} | {model_name} | pooler {args.pooler} | {seconds:.1f}s ------")
+    print(f"------ {args.mode} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
     print(format_table(results["scores"]))
     if args.subsets:
         for task, subsets in results["details"].items():

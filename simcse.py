@@ -1,133 +1,80 @@
 """SimCSE (Gao, Yao & Chen, EMNLP 2021): sentence embeddings by contrastive learning.
 
-This file is the method: how a sentence embedding is read off BERT (the poolers), and, for training,
-the two views of a batch, the two objectives, and the alignment/uniformity analysis. At the end, the
-authors' tool for using a trained model (`SimCSE`: encode, similarity, search) and its command line:
-
-    python simcse.py encode --model runs/quick/best --input sentences.txt --output embeddings.npy
-    python simcse.py search --model runs/quick/best --corpus sentences.txt --query "A man plays a guitar."
+The method, in the paper's order: how a sentence embedding is read off BERT (the poolers), the two
+dropout views of a batch (section 3), the contrastive objective (eq. 1, and eq. 5 with hard negatives,
+section 4), and the analysis of section 5 (alignment and uniformity). train.py puts them to work.
+Using a trained model (`from simcse import SimCSE`, the authors' tool) lives in tool.py.
 """
-import argparse
-import json
-import os
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-import data
-from bert import BertModel, checkpoint_file, load_tokenizer, write_safetensors
-
-# --- Sentence embeddings (poolers, as defined by the authors' evaluation.py) ---------------------
+# --- Sentence embeddings: the poolers, as the authors' evaluation.py defines them -----------------------
 
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
 
 
 def pool(output, attention_mask, pooler):
-    """A sentence embedding from a BertOutput (computed with output_hidden_states for the avg_* poolers).
+    """A sentence embedding from a BertOutput (run with output_hidden_states for the avg_* poolers).
 
-    cls: [CLS] through BERT's pooler, dense + tanh. In a SimCSE checkpoint the pooler *is* the MLP
-         trained with the contrastive loss (section 3; see `reset_mlp`).
-    cls_before_pooler: the [CLS] vector itself (unsupervised SimCSE's test-time embedding, `mlp_only_train`).
-    avg, avg_top2, avg_first_last: masked mean over tokens of the last layer, of the mean of the last two
-         layers, of the mean of the first and last layers. "first" is the first Transformer layer's
-         output (hidden_states[1]), not the embeddings, as in the authors' evaluation code.
-    """
+    cls: [CLS] through dense + tanh: in a SimCSE checkpoint, the MLP trained with the loss (section 3).
+    cls_before_pooler: the [CLS] vector itself (unsupervised SimCSE's test-time embedding).
+    avg, avg_top2, avg_first_last: the mean over real tokens of the last layer, of the last two layers, of
+    the first Transformer layer (hidden_states[1], not the embeddings) and the last."""
     if pooler == "cls":
         return output.pooler_output
     if pooler == "cls_before_pooler":
         return output.last_hidden_state[:, 0]
-    hidden = output.hidden_states
-    if pooler == "avg":
-        tokens = hidden[-1]
-    elif pooler == "avg_top2":
-        tokens = (hidden[-1] + hidden[-2]) / 2.0
-    elif pooler == "avg_first_last":
-        tokens = (hidden[1] + hidden[-1]) / 2.0
-    else:
-        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+    h = output.hidden_states
+    tokens = {"avg": lambda: h[-1], "avg_top2": lambda: (h[-1] + h[-2]) / 2.0,
+              "avg_first_last": lambda: (h[1] + h[-1]) / 2.0}[pooler]()
     mask = attention_mask.unsqueeze(-1)
     return (tokens * mask).sum(1) / mask.sum(1)
 
 
-@torch.inference_mode()
-def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length=None, progress=False):
-    """Embeddings (len(sentences), hidden) of a list of sentences, in eval mode.
-
-    Each distinct sentence is encoded once, in batches of sentences of similar token length (little padding).
-    """
-    if not sentences:
-        return torch.empty(0, model.config.hidden_size)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    unique = list(dict.fromkeys(sentences))
-    tokens = tokenizer(unique, max_length=max_length)  # padded to the longest; each batch is cut back below
-    lengths = tokens["attention_mask"].sum(1)
-    order = torch.argsort(lengths, descending=True, stable=True)
-    embeddings = torch.empty(len(unique), model.config.hidden_size)
-    for start in tqdm(range(0, len(unique), batch_size), desc="encode", disable=not progress, leave=False):
-        idx = order[start:start + batch_size]
-        width = int(lengths[idx].max())
-        batch = {k: v[idx, :width].to(device) for k, v in tokens.items()}
-        out = model(**batch, output_hidden_states=pooler.startswith("avg"))
-        embeddings[idx] = pool(out, batch["attention_mask"], pooler).float().cpu()
-    model.train(was_training)
-    position = {s: i for i, s in enumerate(unique)}
-    return embeddings[[position[s] for s in sentences]]
+def embedding_pooler(pooler, mlp_only_train):
+    """The embedding a model trained with `pooler` is used with: with the MLP in training only (unsupervised,
+    section 3), [CLS] before the MLP."""
+    return "cls_before_pooler" if pooler == "cls" and mlp_only_train else pooler
 
 
-# --- Training: two views, the contrastive objective (section 3, eq. 1 and eq. 5) -------------------
+# --- Training: two views of a batch, and the contrastive objective ---------------------------------------
 
 def reset_mlp(model):
-    """A new MLP head (dense + tanh over [CLS]) for training with the `cls` pooler, initialised like
-    the authors' (N(0, 0.02) weights, zero bias) rather than from BERT's next-sentence-prediction pooler.
-    It lives in `model.pooler`, so a saved checkpoint's `cls` pooler *is* the trained MLP, as after the
-    authors' conversion to the Hugging Face format."""
+    """A fresh MLP (dense + tanh over [CLS]) for training, initialised as the authors' (N(0, 0.02), zero
+    bias), not from BERT's next-sentence pooler. It lives in model.pooler, so a saved checkpoint's `cls`
+    pooler is the trained MLP, as after the authors' conversion to the Hugging Face format."""
     model._init_weights(model.pooler.dense)
 
 
 def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False):
-    """Embeddings (n_views, batch, hidden) of a tokenised batch holding n_views blocks of sentences.
+    """Embeddings (n_views, batch, hidden) of a tokenised batch that holds n_views blocks of sentences.
 
-    Unsupervised SimCSE (section 3): the two blocks are the same sentences, passed together through the
-    model in train mode, so each view gets its own dropout mask -- dropout is the only augmentation.
-    fixed_mask: encode one block and use it twice (the same mask for both views; Table 3's "Fixed 0.1").
-    Supervised (section 4): blocks of premises, entailments and contradictions."""
+    Unsupervised (section 3): the two blocks are the same sentences, passed together in train mode, so
+    each view gets its own dropout mask -- dropout is the only augmentation. Supervised (section 4):
+    premises, entailments and contradictions. fixed_mask (Table 3, "Fixed 0.1"): one pass, both views."""
     if fixed_mask:
-        rows = batch["input_ids"].shape[0] // n_views
-        batch = {k: v[:rows] for k, v in batch.items()}
+        batch = {k: v[:len(v) // n_views] for k, v in batch.items()}  # one block: one mask for both views
     out = model(**batch, output_hidden_states=pooler.startswith("avg"))
     z = pool(out, batch["attention_mask"], pooler)
-    if fixed_mask:
-        return z.unsqueeze(0).expand(n_views, *z.shape)
-    return z.view(n_views, -1, z.shape[-1])
+    return z.expand(n_views, *z.shape) if fixed_mask else z.view(n_views, -1, z.shape[-1])
 
 
-def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, anchors=slice(None)):
-    """InfoNCE over cosine similarities / temp, in-batch negatives.
+def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
+    """InfoNCE with in-batch negatives on cosine similarity / temp.
 
-    z: (2, N, d) -- anchors h_i and positives h_i^+ : eq. 1,
-       -log exp(sim(h_i, h_i^+)/t) / sum_j exp(sim(h_i, h_j^+)/t).
-    z: (3, N, d) -- with hard negatives h_i^- (contradictions) of *all* anchors in the denominator: eq. 5.
-       hard_negative_weight is added (log space) to each anchor's own hard-negative logit, as the
-       authors' code does: weight w multiplies that term by e^w.
-    anchors: the rows of z[0] whose loss is taken (the mean over them). On several processes z is the
-       whole batch gathered from all of them and each takes its own anchors (train.py, `GatherBatch`):
-       every anchor still has all N positives and hard negatives of the batch in its denominator.
-    """
-    z = z.float()
+    z (2, N, d): anchors h_i and positives h_i+: eq. 1,  -log e^{sim(h_i,h_i+)/t} / sum_j e^{sim(h_i,h_j+)/t}.
+    z (3, N, d): and hard negatives h_i- (contradictions) of every anchor in the denominator: eq. 5, with
+    hard_negative_weight w added to each anchor's own hard-negative logit, as the authors' code (e^w x)."""
+    z = F.normalize(z.float(), dim=-1)  # unit vectors: a dot product is a cosine
     n = z.shape[1]
-    labels = torch.arange(n, device=z.device)[anchors]  # anchor i's positive is column i
-    anchor, others = z[0, anchors], z[1:].reshape(-1, z.shape[-1])  # positives, then hard negatives
-    logits = F.cosine_similarity(anchor.unsqueeze(1), others.unsqueeze(0), dim=-1) / temp
-    if z.shape[0] == 3:  # [positives | hard negatives]: anchor i's own hard negative is column n + i
+    logits = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
+    labels = torch.arange(n, device=z.device)  # anchor i's positive is column i
+    if z.shape[0] == 3:  # anchor i's own hard negative is column n + i
         logits = logits + hard_negative_weight * F.one_hot(n + labels, 2 * n)
     return F.cross_entropy(logits, labels)
 
 
-# --- Analysis: alignment and uniformity (Wang & Isola, 2020; the paper's section 5 and Figure 2) ----
+# --- Analysis: alignment and uniformity (Wang & Isola, 2020; section 5, Figure 2) ------------------------
 
 def alignment(x, y):
     """E ||f(x) - f(x+)||^2 over positive pairs of L2-normalised embeddings (lower is better)."""
@@ -139,198 +86,8 @@ def uniformity(x, t=2):
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
 
 
-# --- Checkpoints that other tools read with the right pooler -------------------------------------
-
-def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
-    """Next to a Hugging Face checkpoint, the files with which sentence-transformers builds *this* embedding.
-
-    Without them it silently builds mean pooling, which is not SimCSE's [CLS] embedding. cls_before_pooler
-    is CLS pooling; cls adds the MLP (BERT's pooler: dense + tanh) as a Dense module; avg is mean pooling.
-    avg_top2 and avg_first_last have no sentence-transformers equivalent: no modules.json is written, and
-    the folder's README says so. The files are written in the layout of sentence-transformers 2-5, which
-    later versions read too."""
-    if pooler not in POOLERS:
-        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
-
-    def write(name, content):
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
-
-    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with SimCSE "
-              f"(https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` pooler.\n\n"
-              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path --pooler {pooler}`\n")
-    if pooler in ("avg_top2", "avg_first_last"):
-        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has no "
-                                    "modules.json: `SentenceTransformer(path)` would build mean pooling, a different "
-                                    "embedding.\n")
-        return
-    hidden = model.config.hidden_size
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    write("1_Pooling/config.json", {"word_embedding_dimension": hidden, "pooling_mode_cls_token": pooler != "avg",
-                                    "pooling_mode_mean_tokens": pooler == "avg", "pooling_mode_max_tokens": False,
-                                    "pooling_mode_mean_sqrt_len_tokens": False})
-    if pooler == "cls":  # the MLP over [CLS] is part of the embedding
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
-        write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
-                                      "activation_function": "torch.nn.modules.activation.Tanh"})
-        write_safetensors({"linear.weight": model.pooler.dense.weight, "linear.bias": model.pooler.dense.bias},
-                          os.path.join(folder, "2_Dense", "model.safetensors"))
-    write("modules.json", modules)
-    write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this "
-                                "embedding)\n")
-
-
-# --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
-
-def embedding_pooler(pooler, mlp_only_train):
-    """The embedding of a model trained with `pooler`: with the MLP in training only, [CLS] before it (section 3)."""
-    return "cls_before_pooler" if pooler == "cls" and mlp_only_train else pooler
-
-
-def checkpoint_pooler(model_name_or_path):
-    """The embedding a checkpoint was trained for, from its train_config.json; "cls" without one, as the
-    authors' tool, whose checkpoints keep the MLP there."""
-    path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
-    if path is None:
-        return "cls"
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
-    return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
-
-
-def read_corpus(path):
-    """The sentences of a text file, one a line (blank lines skipped); a missing or empty file is an error."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    sentences, _ = data.read_sentences(path)
-    if not sentences:
-        raise ValueError(f"{path}: no sentences (the file is empty)")
-    return sentences
-
-
-class SimCSE:
-    """Sentence embeddings, similarities and nearest-neighbour search with a trained checkpoint.
-
-        model = SimCSE("runs/quick/best")
-        model.similarity("A man plays a guitar.", ["Someone plays music.", "A cat sleeps."])  # array of 2
-        model.build_index("sentences.txt")
-        model.search("A man plays a guitar.", top_k=5)  # [(sentence, cosine), ...], best first
-
-    The same calls and return shapes as the authors' tool. Search is exact (cosine of unit vectors, in
-    chunks of the index so that a million sentences fit in memory, on the GPU when there is one)."""
-
-    def __init__(self, model_name_or_path, device=None, pooler=None):
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = load_tokenizer(model_name_or_path)
-        self.model = BertModel.from_pretrained(model_name_or_path).to(self.device)
-        self.pooler = pooler or checkpoint_pooler(model_name_or_path)
-        if self.pooler not in POOLERS:
-            raise ValueError(f"unknown pooler {self.pooler!r}; expected one of {', '.join(POOLERS)}")
-        self.index = None  # {"sentences": [...], "embeddings": (n, d) unit vectors}
-
-    def encode(self, sentences, batch_size=64, max_length=128, normalize_to_unit=True, return_numpy=False,
-               keepdim=False):
-        """(n, d) embeddings of a list of sentences; (d,) of one sentence (unless keepdim)."""
-        single = isinstance(sentences, str)
-        sentences = [sentences] if single else list(sentences)
-        if not sentences:
-            raise ValueError("no sentences to encode")
-        z = encode(self.model, self.tokenizer, sentences, self.pooler, batch_size, max_length,
-                   progress=len(sentences) > 10 * batch_size)
-        if normalize_to_unit:
-            z = F.normalize(z, dim=-1)
-        z = z[0] if single and not keepdim else z
-        return z.numpy() if return_numpy else z
-
-    def similarity(self, queries, keys):
-        """Cosine similarities: a float for two sentences, else an array (queries x keys); keys may be embeddings."""
-        q = self.encode(queries, keepdim=True)
-        k = torch.as_tensor(keys) if isinstance(keys, (np.ndarray, torch.Tensor)) else self.encode(keys, keepdim=True)
-        scores = (q @ F.normalize(k.reshape(-1, q.shape[1]).float(), dim=-1).T).numpy()
-        if isinstance(queries, str):
-            scores = scores[0]
-            if isinstance(keys, str):
-                return float(scores[0])
-        return scores
-
-    def build_index(self, sentences_or_file_path, batch_size=64):
-        """Encode the sentences (a list, or a file of one sentence a line) to search them."""
-        self.index = None
-        self.add_to_index(sentences_or_file_path, batch_size)
-
-    def add_to_index(self, sentences_or_file_path, batch_size=64):
-        sentences = sentences_or_file_path
-        if isinstance(sentences, (str, os.PathLike)):
-            sentences = read_corpus(sentences)
-        embeddings = self.encode(sentences, batch_size, keepdim=True).to(self.device)
-        if self.index is not None:
-            sentences = self.index["sentences"] + list(sentences)
-            embeddings = torch.cat([self.index["embeddings"], embeddings])
-        self.index = {"sentences": list(sentences), "embeddings": embeddings}
-
-    def search(self, queries, threshold=0.6, top_k=5):
-        """The top_k most similar indexed sentences with a cosine of at least threshold, as (sentence, cosine)
-        pairs, best first: a list for one query, a list of such lists for a list of queries."""
-        if self.index is None:
-            raise ValueError("no index: call build_index(sentences) first")
-        if top_k <= 0:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores, ids = self.nearest(self.encode(queries, keepdim=True).to(self.device), top_k)
-        results = [[(self.index["sentences"][i], s) for s, i in zip(row_s, row_i) if s >= threshold]
-                   for row_s, row_i in zip(scores.tolist(), ids.tolist())]
-        return results[0] if isinstance(queries, str) else results
-
-    @torch.inference_mode()
-    def nearest(self, queries, top_k, chunk=65536):
-        """Exact top-k by cosine of unit vectors: (scores, index positions), each (queries, k), best first."""
-        best_s = queries.new_empty(len(queries), 0)
-        best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
-        index = self.index["embeddings"]
-        for start in range(0, len(index), chunk):
-            s = queries @ index[start:start + chunk].T
-            s, i = s.topk(min(top_k, s.shape[1]), dim=1)
-            best_s, order = torch.cat([best_s, s], 1).topk(min(top_k, best_s.shape[1] + s.shape[1]), dim=1)
-            best_i = torch.cat([best_i, i + start], 1).gather(1, order)
-        return best_s.cpu(), best_i.cpu()
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Encode sentences or search a corpus with a SimCSE checkpoint.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    enc = sub.add_parser("encode", help="embeddings of a file of sentences (one a line) to a .npy file")
-    enc.add_argument("--input", required=True, help="a text file, one sentence a line (blank lines skipped)")
-    enc.add_argument("--output", required=True, help="where to write the (sentences, dim) float32 array (.npy)")
-    search = sub.add_parser("search", help="the nearest sentences of a corpus file to each query")
-    search.add_argument("--corpus", required=True, help="a text file, one sentence a line")
-    search.add_argument("--query", nargs="+", required=True, help="one or more query sentences")
-    search.add_argument("--top-k", type=int, default=5, help="neighbours per query (default: 5)")
-    search.add_argument("--threshold", type=float, default=0.6, help="least cosine similarity shown (default: 0.6)")
-    for p in (enc, search):
-        p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
-        p.add_argument("--pooler", choices=POOLERS, help="default: the checkpoint's own (train_config.json), else cls")
-        p.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    try:
-        model = SimCSE(args.model, pooler=args.pooler)
-        if args.command == "encode":
-            sentences = read_corpus(args.input)
-            np.save(args.output, model.encode(sentences, args.batch_size, return_numpy=True))
-            print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")
-        else:
-            model.build_index(args.corpus, args.batch_size)
-            for query, hits in zip(args.query, model.search(args.query, args.threshold, args.top_k)):
-                print(f"{query}")
-                for sentence, score in hits:
-                    print(f"  {score:.4f}  {sentence}")
-                if not hits:
-                    print(f"  (nothing at cosine >= {args.threshold})")
-    except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()
+def __getattr__(name):  # `from simcse import SimCSE`, the authors' import: the tool lives in tool.py
+    if name == "SimCSE":
+        from tool import SimCSE
+        return SimCSE
+    raise AttributeError(f"module 'simcse' has no attribute {name!r}")

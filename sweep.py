@@ -1,4 +1,4 @@
-"""Seed sweeps: a grid of settings x seeds of train.py, run one after another, summarised as mean +- std.
+r"""Seed sweeps: a grid of settings x seeds of train.py, run one after another, summarised as mean +- std.
 
     python sweep.py --seeds 1 2 3 --settings "--dropout 0" "--dropout 0.1" "--dropout 0.1 --fixed-mask" \
         --output-dir runs/table3 --max-steps 40 --batch-size 32 --no-test
@@ -98,11 +98,9 @@ def main(argv=None):
         if result_file.exists():
             print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}: done before, skipped")
         else:
-            resume = (folder / "last" / "state.json").exists()
+            resume = (folder / "run.json").exists() or (folder / "last" / "state.json").exists()
             print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}{': resuming' if resume else ''}")
             result = train.train(cfg, **{**options, "resume": resume})
-            if result is None or result["best"] is None or (options["test"] and result["test"] is None):
-                raise SystemExit("interrupted; run the same command again to go on")
             record = {"setting": setting, "seed": seed, "folder": str(folder), "stsb_dev": result["best"]["stsb_dev"],
                       "best_step": result["best"]["step"], "test_avg": result["test"]["Avg"] if result["test"] else None}
             result_file.write_text(json.dumps(record, indent=2))
@@ -117,3 +115,6 @@ if __name__ == "__main__":
         main()
     except (OSError, ValueError, KeyError, FloatingPointError) as e:
         raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing is lost; run the same command again to go on", file=sys.stderr)
+        raise SystemExit(130)

@@ -7,7 +7,9 @@ import pytest
 import torch
 import transformers
 
-from bert import BertConfig, BertModel, load_tokenizer
+from bert import BertConfig, BertModel
+from checkpoint import read_config
+from tokenizer import load_tokenizer
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -174,5 +176,5 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
 
 def test_config_reads_only_bert_fields(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4, "use_cache": True}))
-    config = BertConfig.from_json_file(tmp_path / "config.json")
+    config = read_config(BertConfig, tmp_path / "config.json")
     assert config.hidden_size == 64 and config.num_hidden_layers == 12

@@ -10,7 +10,8 @@ import transformers
 from scipy.stats import spearmanr
 
 import data
-from bert import BertModel, load_tokenizer
+from bert import BertModel
+from tokenizer import load_tokenizer
 from eval_sts import evaluate, format_table
 
 # --- Parsing, on small files written here ------------------------------------------------------
@@ -160,7 +161,8 @@ def test_scores_match_independent_computation(minilm_dir, data_root, poolers):
 
 def test_all_poolers_agree_with_transformers_on_a_batch(minilm_dir):
     """The five poolers on one padded batch equal the definitions applied to transformers' outputs."""
-    from simcse import POOLERS, encode
+    from eval_sts import encode
+    from simcse import POOLERS
     sentences = ["A man is playing a guitar.", "A woman slices an onion on a wooden board in the kitchen.", "Hi."]
     model, tokenizer = BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
     hf = transformers.BertModel.from_pretrained(minilm_dir).eval()
@@ -226,3 +228,41 @@ def test_test_mode_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
     assert list(dev["scores"]) == ["STSBenchmark", "SICKRelatedness"]
     with pytest.raises(ValueError, match="no dev split"):
         evaluate(model, load_tokenizer(minilm_dir), "avg", "dev", tasks=["STS12"], data_dir=tmp_path)
+
+
+def test_a_trained_checkpoint_is_scored_with_its_own_pooler(tiny_checkpoint, data_root, tmp_path):
+    """eval_sts.py without --pooler: the embedding the checkpoint was trained for (train_config.json), as the
+    training log reported it; cls for a plain BERT folder. It says which."""
+    import subprocess
+    import sys
+    from config import TrainConfig
+    from train import train
+    out = tmp_path / "run"
+    train(TrainConfig(model=tiny_checkpoint, output_dir=str(out), batch_size=8, max_steps=1, data_dir=str(data_root)),
+          progress=False, test=False)  # unsupervised: an MLP in training only, [CLS] before it to evaluate
+    expected = {str(out / "best"): "cls_before_pooler", tiny_checkpoint: "cls"}
+    for model, pooler in expected.items():
+        run = subprocess.run([sys.executable, "eval_sts.py", "--model", model, "--tasks", "STSBenchmark", "--json",
+                              str(tmp_path / "s.json"), "--data-dir", str(data_root)], cwd=data.REPO,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert f"pooler {pooler} (" in run.stdout and json.loads((tmp_path / "s.json").read_text())["pooler"] == pooler
+        best = BertModel.from_pretrained(model)
+        assert json.loads((tmp_path / "s.json").read_text())["scores"]["STSBenchmark"] == pytest.approx(
+            evaluate(best, load_tokenizer(model), pooler, tasks=["STSBenchmark"], data_dir=data_root)["scores"]
+            ["STSBenchmark"], abs=1e-9)
+
+
+def test_encode_tokenises_in_chunks_with_the_same_embeddings(minilm_dir, data_root):
+    from eval_sts import encode
+    model, tokenizer = BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
+    sentences = data.load_sts("STSBenchmark", data_root)["dev"].sent1[:40]
+    calls = []
+
+    def counting(batch, **kwargs):
+        calls.append(len(batch))
+        return tokenizer(batch, **kwargs)
+    whole = encode(model, tokenizer, sentences, "avg", batch_size=8)
+    chunked = encode(model, counting, sentences, "avg", batch_size=8, chunk=16)
+    assert calls == [16, 16, 8]  # never more than a chunk of sentences tokenised (and padded) at once
+    assert (whole - chunked).abs().max() <= 1e-5

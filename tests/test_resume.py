@@ -9,25 +9,27 @@ import sys
 import pytest
 import torch
 
+import run_folder
 import sweep
 import train
-from bert import BertConfig, BertModel, read_safetensors
+from bert import BertConfig, BertModel
+from checkpoint import read_safetensors
 from data import REPO
 
 ARGS = ["--max-steps", "12", "--eval-steps", "4", "--batch-size", "8", "--no-test"]
 
 # Runs train.py's main() in a process that kills itself (SIGKILL, as kill -9) once the state of step 8 is saved.
 KILL_AFTER_STEP_8 = """
-import os, signal, sys, json
+import os, runpy, signal, sys, json
 sys.argv = ["train.py"] + sys.argv[1:]
-import train
-swap = train.replace_folder
+import run_folder
+swap = run_folder.replace_folder
 def replace_then_die(folder, write):
     swap(folder, write)
     if folder.name == "last" and json.loads((folder / "state.json").read_text())["step"] == 8:
         os.kill(os.getpid(), signal.SIGKILL)
-train.replace_folder = replace_then_die
-train.main()
+run_folder.replace_folder = replace_then_die
+runpy.run_path("train.py", run_name="__main__")
 """
 
 
@@ -48,7 +50,7 @@ def test_resume_after_kill_9_is_bit_identical(tiny_checkpoint, data_root, tmp_pa
 
     killed = train_cli(common + ["--output-dir", str(tmp_path / "cut")], code=KILL_AFTER_STEP_8)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert [r["step"] for r in log_without_seconds(tmp_path / "cut")] == [0, 4, 8]
+    assert [r["step"] for r in log_without_seconds(tmp_path / "cut")] == [0, 4]  # log.jsonl follows last/
     resumed = train_cli(common + ["--output-dir", str(tmp_path / "cut"), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout and "after step 8" in resumed.stdout
@@ -75,7 +77,7 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path):
     folder = tmp_path / "best"
     model = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                  intermediate_size=32))
-    train.replace_folder(folder, lambda tmp: model.save_pretrained(tmp))
+    run_folder.replace_folder(folder, lambda tmp: model.save_pretrained(tmp))
     saved = (folder / "model.safetensors").read_bytes()
 
     def crash_half_way(tmp):  # the new weights are written, then the process dies before the swap
@@ -84,13 +86,13 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path):
         model.save_pretrained(tmp)
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        train.replace_folder(folder, crash_half_way)
+        run_folder.replace_folder(folder, crash_half_way)
     assert (folder / "model.safetensors").read_bytes() == saved
     BertModel.from_pretrained(str(folder))  # complete and loadable
 
     # A crash between the swap's two renames leaves best.old and no best: recover() puts it back.
     folder.rename(tmp_path / "best.old")
-    train.recover(folder)
+    run_folder.recover(folder)
     assert (folder / "model.safetensors").read_bytes() == saved
 
 
@@ -139,8 +141,8 @@ def test_repeated_nans_stop_the_run_and_keep_the_best(tiny_checkpoint, data_root
 def test_sweep_statistics_and_restart(tiny_checkpoint, data_root, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     argv = ["--seeds", "1", "2", "--settings", "--dropout 0.1", "--dropout 0.1 --fixed-mask", "--output-dir", str(out),
-            "--model", tiny_checkpoint, "--data-dir", str(data_root), "--batch-size", "8", "--max-steps", "2",
-            "--eval-steps", "1", "--no-test"]
+            "--model", tiny_checkpoint, "--data-dir", str(data_root), "--batch-size", "8", "--max-steps", "3",
+            "--eval-steps", "1", "--lr", "1e-3", "--no-test"]
     sweep.main(argv)
     report = json.loads((out / "sweep.json").read_text())
     assert [(r["setting"], r["seed"]) for r in report["runs"]] == [
@@ -153,7 +155,8 @@ def test_sweep_statistics_and_restart(tiny_checkpoint, data_root, tmp_path, monk
         assert summary["stsb_dev"] == {"n": 2, "mean": pytest.approx(statistics.mean(values)), "min": min(values),
                                        "max": max(values), "std": pytest.approx(statistics.stdev(values))}
         assert summary["test_avg"]["n"] == 0
-    assert values[0] != values[1]  # seeds matter
+        assert values[0] != values[1] and summary["stsb_dev"]["std"] > 0  # trained runs, whose seeds matter
+        assert any(r["best_step"] > 0 for r in report["runs"] if r["setting"] == setting)
     assert (out / "sweep.md").read_text().count("| `--dropout 0.1") == 2 and (out / "sweep.png").exists()
 
     # Killed during a run: the restart skips finished runs and resumes the interrupted one.

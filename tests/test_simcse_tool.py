@@ -10,9 +10,13 @@ import torch
 import transformers
 
 import data
+import config
 import train
-from bert import BertConfig, BertModel, load_tokenizer
-from simcse import POOLERS, SimCSE, encode, save_sentence_transformers
+from bert import BertConfig, BertModel
+from tokenizer import load_tokenizer
+from eval_sts import encode
+from simcse import POOLERS
+from tool import SimCSE, save_sentence_transformers
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "The market fell.",
              "A woman slices an onion in a small kitchen while the radio plays."]
@@ -22,7 +26,7 @@ SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall
 def test_trained_checkpoint_loads_in_sentence_transformers_with_its_pooler(preset, pooler, tiny_checkpoint, data_root,
                                                                            tmp_path, caplog):
     from sentence_transformers import SentenceTransformer
-    cfg, _ = train.parse_args(["--preset", preset, "--model", tiny_checkpoint, "--max-steps", "1", "--batch-size", "8",
+    cfg, _ = config.parse_args(["--preset", preset, "--model", tiny_checkpoint, "--max-steps", "1", "--batch-size", "8",
                               "--output-dir", str(tmp_path), "--data-dir", str(data_root)])
     train.train(cfg, progress=False, test=False)
     best = tmp_path / "best"
@@ -135,17 +139,17 @@ def test_bad_input_is_a_clear_error(dev_tool, tmp_path, minilm_dir):
 def test_command_line_encode_and_search(tiny_checkpoint, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n\n")
-    run = subprocess.run([sys.executable, "simcse.py", "encode", "--model", tiny_checkpoint, "--input", str(corpus),
+    run = subprocess.run([sys.executable, "tool.py", "encode", "--model", tiny_checkpoint, "--input", str(corpus),
                           "--output", str(tmp_path / "z.npy")], cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     z = np.load(tmp_path / "z.npy")
     assert np.allclose(z, SimCSE(tiny_checkpoint).encode(SENTENCES, return_numpy=True), atol=1e-6)
-    run = subprocess.run([sys.executable, "simcse.py", "search", "--model", tiny_checkpoint, "--corpus", str(corpus),
+    run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus", str(corpus),
                           "--query", SENTENCES[2], "--top-k", "2", "--threshold", "-1"],
                          cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     assert lines[0] == SENTENCES[2] and lines[1].endswith(SENTENCES[2]) and len(lines) == 3
-    run = subprocess.run([sys.executable, "simcse.py", "search", "--model", tiny_checkpoint, "--corpus",
+    run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus",
                           str(tmp_path / "missing.txt"), "--query", "x"], cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 1 and "missing.txt: no such file" in run.stderr and "Traceback" not in run.stderr

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 import data
-from bert import load_tokenizer
+from tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

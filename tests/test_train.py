@@ -8,9 +8,11 @@ import torch.nn.functional as F
 import transformers
 
 import data
-from bert import BertConfig, BertModel, load_tokenizer
+from bert import BertConfig, BertModel
+from tokenizer import load_tokenizer
 from simcse import contrastive_loss, embed_views, pool
-from train import PRESETS, TrainConfig, parse_args, train
+from config import PRESETS, TrainConfig, parse_args
+from train import train
 
 # --- The objectives, against loop-based computations of the paper's equations ------------------
 
@@ -82,7 +84,7 @@ def test_views_differ_with_dropout(minilm):
 def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
     """What train.py runs on a GPU (torch.compile, every batch padded to max_length, no packing) keeps dropout
     the augmentation: two views differ, two steps differ, the same step's seed repeats, p = 0 gives equal views."""
-    from train import dropout_seed
+    dropout_seed = lambda seed, rank, step: hash((seed, rank, step))  # as train.py seeds each step
     tokenizer = load_tokenizer(minilm_dir)
     batch = tokenizer(["A man is playing a guitar.", "Two dogs run through a field."] * 2, 32, pad_to_max_length=True)
     assert batch["input_ids"].shape == (4, 32)
@@ -192,3 +194,79 @@ def test_missing_training_file_is_a_clear_error(tmp_path, data_root):
                           "--output-dir", str(tmp_path / "run"), "--data-dir", str(data_root)],
                          cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode != 0 and "nope.txt" in run.stderr and "Traceback" not in run.stderr
+
+
+def cosine_broadcast_loss(z, temp, weight):
+    """The loss as the authors' cl_forward computes it (nn.CosineSimilarity broadcast over anchors x candidates),
+    in chunks of anchors so that the test does not need the N x M x d tensor it used to build."""
+    n, anchor, others = z.shape[1], z[0], z[1:].flatten(0, 1)
+    logits = torch.cat([F.cosine_similarity(anchor[i:i + 32].unsqueeze(1), others.unsqueeze(0), dim=-1)
+                        for i in range(0, n, 32)]) / temp
+    if z.shape[0] == 3:
+        logits = logits + weight * F.one_hot(n + torch.arange(n), 2 * n)
+    return F.cross_entropy(logits, torch.arange(n))
+
+
+class LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
+    """The most elements of any tensor an operator makes while the mode is on."""
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_loss_at_the_sup_bert_size_is_a_similarity_matrix_not_an_n_m_d_tensor():
+    """512 anchors x 1,024 candidates x 768: the same loss and gradient as the cosine broadcast, with nothing
+    larger than the inputs made on the way (the broadcast made a 512 x 1,024 x 768 tensor, 1.6 GB)."""
+    torch.manual_seed(0)
+    z = torch.randn(3, 512, 768, requires_grad=True)
+    with LargestTensor() as mode:
+        loss = contrastive_loss(z, 0.05, 1.0)
+        loss.backward()
+    assert mode.largest <= z.numel()
+    ours = z.grad.clone()
+    z.grad = None
+    reference = cosine_broadcast_loss(z, 0.05, 1.0)
+    reference.backward()
+    assert abs(loss.item() - reference.item()) <= 1e-6
+    assert (ours - z.grad).abs().max() <= 1e-6 * z.grad.abs().max() * 100
+
+
+def test_fixed_mask_shares_one_mask_through_the_model(minilm):
+    """Both views of --fixed-mask are one pass in train mode: the output of that same pass with that same
+    seed, and not the eval-mode (dropout-free) embedding."""
+    model, tokenizer = minilm
+    sentences = ["A man is playing a guitar.", "Two dogs run through a field."]
+    model.set_dropout(0.1)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        z = embed_views(model, tokenizer(sentences * 2), 2, "cls_before_pooler", fixed_mask=True)
+        torch.manual_seed(7)
+        one_pass = model(**tokenizer(sentences)).last_hidden_state[:, 0]
+        clean = model.eval()(**tokenizer(sentences)).last_hidden_state[:, 0]
+    assert torch.equal(z[0], one_pass) and torch.equal(z[1], one_pass)  # one mask, both views
+    assert not torch.allclose(one_pass, clean, atol=1e-3)  # a mask was applied
+
+
+def test_learning_rate_decays_linearly_to_zero(tiny_checkpoint, data_root, tmp_path):
+    result = train(TrainConfig(model=tiny_checkpoint, output_dir=str(tmp_path / "run"), batch_size=8, max_steps=4,
+                               eval_steps=1, lr=4e-5, data_dir=str(data_root)), progress=False, test=False)
+    lrs = [(r["step"], r["lr"]) for r in result["log"]]  # the rate of the next update, after each evaluation
+    assert lrs == [(0, pytest.approx(4e-5)), (1, pytest.approx(3e-5)), (2, pytest.approx(2e-5)),
+                   (3, pytest.approx(1e-5)), (4, 0.0)]
+
+
+def test_fixed_mask_with_triplets_is_a_one_line_error(tmp_path, data_root):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "train.py", "--preset", "quick-sup", "--fixed-mask", "--output-dir",
+                          str(tmp_path / "run"), "--data-dir", str(data_root)], cwd=data.REPO, capture_output=True,
+                         text=True)
+    message = run.stderr.strip()
+    assert run.returncode == 1 and "\n" not in message and "--fixed-mask" in message and "3 columns" in message
+    assert not (tmp_path / "run").exists()

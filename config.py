@@ -1,0 +1,140 @@
+"""A training run's settings: TrainConfig, the presets (the authors' runs and CPU-sized ones), the command
+line of train.py, and the checks that every value passes before a run does any work."""
+import argparse
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import data
+from checkpoint import check_model
+from simcse import POOLERS
+
+
+@dataclass
+class TrainConfig:
+    model: Optional[str] = None  # folder or hub id; None: the packaged all-MiniLM-L6-v2
+    train_file: str = "wiki/wiki1m_head.txt"  # .txt: one sentence a line; .csv: sent0,sent1[,hard_neg]
+    output_dir: str = "runs/quick"
+    batch_size: int = 64  # the whole batch, over all processes
+    lr: float = 3e-5
+    epochs: float = 1.0
+    max_steps: Optional[int] = None  # overrides epochs
+    max_length: int = 32
+    temp: float = 0.05
+    pooler: str = "cls"
+    mlp_only_train: bool = True  # the MLP over [CLS] in training only; cls_before_pooler to evaluate
+    hard_negative_weight: float = 0.0
+    dropout: float = 0.1  # hidden and attention dropout: the augmentation (Table 3)
+    fixed_mask: bool = False  # both views share one dropout mask (Table 3, "Fixed 0.1")
+    eval_steps: int = 125
+    seed: int = 42
+    data_dir: Optional[str] = None
+
+
+# The authors' run_unsup_example.sh / run_sup_example.sh, and CPU-sized variants on the offline model.
+PRESETS = {
+    "quick": dict(train_file="wiki/wiki1m_head.txt", batch_size=64, lr=3e-5, max_steps=100, eval_steps=25,
+                  output_dir="runs/quick"),
+    "quick-sup": dict(train_file="nli/nli_small_for_simcse.csv", batch_size=64, lr=5e-5, max_steps=100,
+                      eval_steps=25, mlp_only_train=False, output_dir="runs/quick-sup"),
+    "unsup-bert": dict(model="bert-base-uncased", train_file="wiki/wiki1m_for_simcse.txt", batch_size=64,
+                       lr=3e-5, epochs=1, eval_steps=125, output_dir="runs/unsup-bert"),
+    "sup-bert": dict(model="bert-base-uncased", train_file="nli/nli_for_simcse.csv", batch_size=512, lr=5e-5,
+                     epochs=3, eval_steps=125, mlp_only_train=False, output_dir="runs/sup-bert"),
+}
+
+
+def check(cfg: TrainConfig):
+    """Every value in range and the model found, before anything is read, computed or written."""
+    problems = [
+        ("--batch-size", cfg.batch_size >= 2, "an integer of at least 2 (in-batch negatives need others)"),
+        ("--lr", math.isfinite(cfg.lr) and cfg.lr > 0, "a positive number"),
+        ("--epochs", math.isfinite(cfg.epochs) and cfg.epochs > 0, "a positive number"),
+        ("--max-steps", cfg.max_steps is None or cfg.max_steps >= 1, "an integer of at least 1"),
+        ("--max-length", cfg.max_length >= 2, "an integer of at least 2 ([CLS] and [SEP])"),
+        ("--temp", math.isfinite(cfg.temp) and cfg.temp > 0, "a positive number"),
+        ("--dropout", 0 <= cfg.dropout < 1, "a probability in [0, 1)"),
+        ("--eval-steps", cfg.eval_steps >= 1, "an integer of at least 1"),
+        ("--hard-negative-weight", math.isfinite(cfg.hard_negative_weight), "a finite number"),
+        ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
+    ]
+    for flag, ok, expected in problems:
+        if not ok:
+            value = getattr(cfg, flag[2:].replace("-", "_"))
+            raise ValueError(f"{flag} {value}: expected {expected}")
+    if cfg.model is not None:
+        check_model(cfg.model)
+
+
+def check_examples(cfg, path, examples, world_size):
+    """What can be checked once the training file is read."""
+    if cfg.batch_size % world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes")
+    if len(examples) < cfg.batch_size:
+        raise data.DataError(f"{path}: {len(examples)} examples, fewer than one batch of {cfg.batch_size}")
+    if cfg.fixed_mask and len(examples[0]) != 2:
+        raise ValueError(f"--fixed-mask needs two views of one sentence (a .txt file), but {path} has "
+                         f"{len(examples[0])} columns: the views would be premises against themselves")
+
+
+def preset_help():
+    lines = [f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in PRESETS.items()]
+    return "presets (every value can be overridden by its flag):\n" + "\n".join(lines)
+
+
+def parse_args(argv=None, description=""):
+    """(TrainConfig, run options: test, resume, overwrite, compile, transfer)."""
+    parser = argparse.ArgumentParser(description=description, epilog=preset_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="quick", choices=PRESETS, help="starting values (default: quick)")
+    flag = lambda name, **kw: parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    flag("model", help="checkpoint folder or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
+    flag("train_file", help="one sentence a line (.txt, unsupervised) or sent0,sent1[,hard_neg] (.csv, "
+                            "supervised); a path, or relative to the data folder")
+    flag("output_dir", help="where best/, last/ and log.jsonl go")
+    flag("max_steps", type=int, help="number of updates (overrides --epochs)")
+    flag("epochs", type=float, help="passes over the training file")
+    flag("eval_steps", type=int, help="evaluate on STS-B dev (and save the state to resume) every N steps")
+    flag("batch_size", type=int, help="examples per batch, over all processes (each gives 2 or 3 sentences)")
+    flag("lr", type=float, help="peak learning rate (AdamW, linear decay to 0, no warm-up)")
+    flag("max_length", type=int, help="tokens per sentence in training")
+    flag("temp", type=float, help="temperature tau of the contrastive loss")
+    flag("pooler", choices=POOLERS, help="training pooler; cls trains an MLP over [CLS]")
+    flag("mlp_only_train", action=argparse.BooleanOptionalAction, help="use the MLP in training only")
+    flag("hard_negative_weight", type=float, help="log-space weight of each anchor's own hard negative")
+    flag("dropout", type=float, help="hidden and attention dropout probability p")
+    flag("fixed_mask", action="store_true", help="share one dropout mask between the two views")
+    flag("seed", type=int, help="random seed")
+    flag("data_dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --output-dir that holds a run: its results are deleted")
+    parser.add_argument("--no-test", dest="test", action="store_false", help="skip the seven STS test sets")
+    parser.add_argument("--transfer", action="store_true",
+                        help="also evaluate the best checkpoint on SentEval's seven transfer tasks")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the model for training (default: on a GPU only)")
+    args = vars(parser.parse_args(argv))
+    options = {k: args.pop(k) for k in ("test", "resume", "overwrite", "compile", "transfer")}
+    if options["resume"] and options["overwrite"]:
+        parser.error("--resume continues a run and --overwrite deletes it: choose one")
+    values = {**PRESETS[args.pop("preset")], **{k: v for k, v in args.items() if v is not None}}
+    return TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}}), options
+
+
+def experiment(cfg):
+    return {k: v for k, v in asdict(cfg).items() if k != "data_dir"}  # what must match to resume
+
+
+def run_command(train, description):
+    """python train.py: errors as one line, Ctrl-C as exit status 130 (as a shell reports it), so that
+    `python train.py ... && next` stops after a failed or interrupted run."""
+    cfg, options = parse_args(None, description)
+    try:
+        train(cfg, **options)
+    except (OSError, ValueError, KeyError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing is lost; continue with the same command and --resume", file=sys.stderr)
+        sys.exit(130)

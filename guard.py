@@ -1,0 +1,31 @@
+"""The NaN/inf guard: an update whose loss or gradient is not finite is skipped, and counted; too many in a
+row stop the run. Decided on the device (the fused AdamW skips the update itself), so a GPU never waits."""
+import torch
+
+IN_A_ROW = 5  # this many skipped updates in a row stop the run
+
+
+class NonFiniteGuard:
+    def __init__(self, device, processes, nonfinite=0, check_every=1):
+        self.processes, self.check_every = processes, check_every  # reading a GPU number waits for the GPU
+        zero = lambda: torch.zeros((), device=device)
+        self.loss_sum, self.finite_steps, self.in_a_row = zero(), zero(), zero()
+        self.nonfinite = zero() + nonfinite  # skipped updates, the whole run
+
+    def skip_if_nonfinite(self, optimizer, loss, grad_norm, step):
+        bad = ~torch.isfinite(grad_norm)  # a non-finite loss makes a non-finite gradient
+        optimizer.found_inf = bad.float()  # fused AdamW then leaves the weights and its state as they were
+        self.loss_sum += torch.where(bad, 0.0, loss.detach())
+        self.finite_steps += ~bad
+        self.nonfinite += bad
+        self.in_a_row = (self.in_a_row + 1) * bad
+        if step % self.check_every == 0 and self.in_a_row.item() >= IN_A_ROW:
+            raise FloatingPointError(f"{int(self.in_a_row.item())} non-finite losses or gradients in a row (last "
+                                     f"at step {step}); stopped. Lower --lr? best/ is untouched")
+
+    def mean_loss(self):
+        """The mean finite loss since the last call, over all processes (None if there was none)."""
+        total, n = self.processes.sum(torch.stack([self.loss_sum, self.finite_steps])).tolist()
+        self.loss_sum.zero_()
+        self.finite_steps.zero_()
+        return total / n if n > 0 else None

@@ -1,0 +1,76 @@
+"""BERT's WordPiece tokenizer (the `tokenizers` library), returning padded PyTorch tensors.
+
+    tokenizer = load_tokenizer("bert-base-uncased")   # or a local checkpoint folder
+    tokenizer(["A man is playing a guitar."], max_length=32)   # {"input_ids", "attention_mask", "token_type_ids"}
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+
+from checkpoint import checkpoint_file
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class Tokenizer:
+    """BERT's WordPiece tokenizer (the `tokenizers` library) returning padded PyTorch tensors."""
+
+    def __init__(self, tok, model_max_length=512, files=()):
+        self.tok = tok
+        self.model_max_length = model_max_length
+        self.files = files  # the files it was loaded from, copied by save_pretrained
+        self.pad_id = tok.token_to_id("[PAD]")
+        tok.no_truncation()
+
+    def __call__(self, sentences, max_length=None, pad_to_max_length=False):
+        """Token ids of sentences, padded to the longest (or to max_length) and cut at max_length tokens."""
+        max_length = min(max_length or self.model_max_length, self.model_max_length)
+        self.tok.enable_truncation(max_length)
+        self.tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]",
+                                length=max_length if pad_to_max_length else None)
+        encodings = self.tok.encode_batch(list(sentences))
+        as_tensor = lambda rows: torch.from_numpy(np.array(rows, dtype=np.int64).reshape(len(encodings), -1))
+        return {
+            "input_ids": as_tensor([e.ids for e in encodings]),
+            "attention_mask": as_tensor([e.attention_mask for e in encodings]),
+            "token_type_ids": as_tensor([e.type_ids for e in encodings]),
+        }
+
+    def save_pretrained(self, out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+        for path in self.files:
+            shutil.copy(path, os.path.join(out_dir, os.path.basename(path)))
+
+
+def load_tokenizer(name_or_dir):
+    """tokenizer.json when the checkpoint has one, else vocab.txt with BERT's WordPiece rules."""
+    from tokenizers import Tokenizer as HFTokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    files = {f: checkpoint_file(name_or_dir, f, required=False) for f in TOKENIZER_FILES}
+    config = {}
+    if files["tokenizer_config.json"]:
+        with open(files["tokenizer_config.json"], encoding="utf-8") as f:
+            config = json.load(f)
+    max_len = config.get("model_max_length", 512)
+    max_len = 512 if not isinstance(max_len, int) or max_len > 1_000_000 else max_len  # "infinite" in some configs
+    if files["tokenizer.json"]:
+        tok = HFTokenizer.from_file(files["tokenizer.json"])
+    elif files["vocab.txt"]:
+        tok = HFTokenizer(WordPiece.from_file(files["vocab.txt"], unk_token="[UNK]"))
+        lower = config.get("do_lower_case", True)
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+            strip_accents=config.get("strip_accents"), lowercase=lower)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+        tok.decoder = decoders.WordPiece()
+        tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    else:
+        raise FileNotFoundError(f"{name_or_dir}: no tokenizer.json or vocab.txt")
+    return Tokenizer(tok, max_len, files=[p for p in files.values() if p])

@@ -1,0 +1,209 @@
+"""Using a trained SimCSE model: the authors' tool (their simcse/tool.py: encode, similarity, search), its
+command line, and the sentence-transformers files written next to every checkpoint.
+
+    python tool.py encode --model runs/quick/best --input sentences.txt --output embeddings.npy
+    python tool.py search --model runs/quick/best --corpus sentences.txt --query "A man plays a guitar."
+
+`from simcse import SimCSE` works too (the authors' import), from this folder or with it on PYTHONPATH.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+from bert import BertModel
+from checkpoint import check_model, write_safetensors
+from eval_sts import checkpoint_pooler, encode
+from simcse import POOLERS
+from tokenizer import load_tokenizer
+
+# --- Checkpoints that other tools read with the right pooler -------------------------------------
+
+def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
+    """Next to a Hugging Face checkpoint, the files with which sentence-transformers builds *this* embedding.
+
+    Without them it silently builds mean pooling, which is not SimCSE's [CLS] embedding. cls_before_pooler
+    is CLS pooling; cls adds the MLP (BERT's pooler: dense + tanh) as a Dense module; avg is mean pooling.
+    avg_top2 and avg_first_last have no sentence-transformers equivalent: no modules.json is written, and
+    the folder's README says so. The files are written in the layout of sentence-transformers 2-5, which
+    later versions read too."""
+    if pooler not in POOLERS:
+        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+
+    def write(name, content):
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
+
+    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with SimCSE "
+              f"(https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` pooler.\n\n"
+              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path --pooler {pooler}`\n")
+    if pooler in ("avg_top2", "avg_first_last"):
+        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has no "
+                                    "modules.json: `SentenceTransformer(path)` would build mean pooling, a different "
+                                    "embedding.\n")
+        return
+    hidden = model.config.hidden_size
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    write("1_Pooling/config.json", {"word_embedding_dimension": hidden, "pooling_mode_cls_token": pooler != "avg",
+                                    "pooling_mode_mean_tokens": pooler == "avg", "pooling_mode_max_tokens": False,
+                                    "pooling_mode_mean_sqrt_len_tokens": False})
+    if pooler == "cls":  # the MLP over [CLS] is part of the embedding
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
+                                      "activation_function": "torch.nn.modules.activation.Tanh"})
+        write_safetensors({"linear.weight": model.pooler.dense.weight, "linear.bias": model.pooler.dense.bias},
+                          os.path.join(folder, "2_Dense", "model.safetensors"))
+    write("modules.json", modules)
+    write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this "
+                                "embedding)\n")
+
+
+# --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
+
+def read_corpus(path):
+    """The sentences of a text file, one a line (blank lines skipped); a missing or empty file is an error."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    sentences, _ = data.read_sentences(path)
+    if not sentences:
+        raise ValueError(f"{path}: no sentences (the file is empty)")
+    return sentences
+
+
+class SimCSE:
+    """Sentence embeddings, similarities and nearest-neighbour search with a trained checkpoint.
+
+        model = SimCSE("runs/quick/best")
+        model.similarity("A man plays a guitar.", ["Someone plays music.", "A cat sleeps."])  # array of 2
+        model.build_index("sentences.txt")
+        model.search("A man plays a guitar.", top_k=5)  # [(sentence, cosine), ...], best first
+
+    The same calls and return shapes as the authors' tool. Search is exact (cosine of unit vectors, in
+    chunks of the index so that a million sentences fit in memory, on the GPU when there is one)."""
+
+    def __init__(self, model_name_or_path, device=None, pooler=None):
+        if pooler is not None and pooler not in POOLERS:
+            raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+        check_model(model_name_or_path)  # "not found" at once, before any loading
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.pooler = pooler or checkpoint_pooler(model_name_or_path)
+        self.tokenizer = load_tokenizer(model_name_or_path)
+        self.model = BertModel.from_pretrained(model_name_or_path).to(self.device)
+        self.index = None  # {"sentences": [...], "embeddings": (n, d) unit vectors}
+
+    def encode(self, sentences, batch_size=64, max_length=128, normalize_to_unit=True, return_numpy=False,
+               keepdim=False):
+        """(n, d) embeddings of a list of sentences; (d,) of one sentence (unless keepdim)."""
+        single = isinstance(sentences, str)
+        sentences = [sentences] if single else list(sentences)
+        if not sentences:
+            raise ValueError("no sentences to encode")
+        z = encode(self.model, self.tokenizer, sentences, self.pooler, batch_size, max_length,
+                   progress=len(sentences) > 10 * batch_size)
+        if normalize_to_unit:
+            z = F.normalize(z, dim=-1)
+        z = z[0] if single and not keepdim else z
+        return z.numpy() if return_numpy else z
+
+    def similarity(self, queries, keys):
+        """Cosine similarities: a float for two sentences, else an array (queries x keys); keys may be embeddings."""
+        q = self.encode(queries, keepdim=True)
+        k = torch.as_tensor(keys) if isinstance(keys, (np.ndarray, torch.Tensor)) else self.encode(keys, keepdim=True)
+        scores = (q @ F.normalize(k.reshape(-1, q.shape[1]).float(), dim=-1).T).numpy()
+        if isinstance(queries, str):
+            scores = scores[0]
+            if isinstance(keys, str):
+                return float(scores[0])
+        return scores
+
+    def build_index(self, sentences_or_file_path, batch_size=64):
+        """Encode the sentences (a list, or a file of one sentence a line) to search them."""
+        self.index = None
+        self.add_to_index(sentences_or_file_path, batch_size)
+
+    def add_to_index(self, sentences_or_file_path, batch_size=64):
+        sentences = sentences_or_file_path
+        if isinstance(sentences, (str, os.PathLike)):
+            sentences = read_corpus(sentences)
+        embeddings = self.encode(sentences, batch_size, keepdim=True).to(self.device)
+        if self.index is not None:
+            sentences = self.index["sentences"] + list(sentences)
+            embeddings = torch.cat([self.index["embeddings"], embeddings])
+        self.index = {"sentences": list(sentences), "embeddings": embeddings}
+
+    def search(self, queries, threshold=0.6, top_k=5):
+        """The top_k most similar indexed sentences with a cosine of at least threshold, as (sentence, cosine)
+        pairs, best first: a list for one query, a list of such lists for a list of queries."""
+        if self.index is None:
+            raise ValueError("no index: call build_index(sentences) first")
+        if top_k <= 0:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        scores, ids = self.nearest(self.encode(queries, keepdim=True).to(self.device), top_k)
+        results = [[(self.index["sentences"][i], s) for s, i in zip(row_s, row_i) if s >= threshold]
+                   for row_s, row_i in zip(scores.tolist(), ids.tolist())]
+        return results[0] if isinstance(queries, str) else results
+
+    @torch.inference_mode()
+    def nearest(self, queries, top_k, chunk=65536):
+        """Exact top-k by cosine of unit vectors: (scores, index positions), each (queries, k), best first."""
+        best_s = queries.new_empty(len(queries), 0)
+        best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+        index = self.index["embeddings"]
+        for start in range(0, len(index), chunk):
+            s = queries @ index[start:start + chunk].T
+            s, i = s.topk(min(top_k, s.shape[1]), dim=1)
+            best_s, order = torch.cat([best_s, s], 1).topk(min(top_k, best_s.shape[1] + s.shape[1]), dim=1)
+            best_i = torch.cat([best_i, i + start], 1).gather(1, order)
+        return best_s.cpu(), best_i.cpu()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Encode sentences or search a corpus with a SimCSE checkpoint.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encode", help="embeddings of a file of sentences (one a line) to a .npy file")
+    enc.add_argument("--input", required=True, help="a text file, one sentence a line (blank lines skipped)")
+    enc.add_argument("--output", required=True, help="where to write the (sentences, dim) float32 array (.npy)")
+    search = sub.add_parser("search", help="the nearest sentences of a corpus file to each query")
+    search.add_argument("--corpus", required=True, help="a text file, one sentence a line")
+    search.add_argument("--query", nargs="+", required=True, help="one or more query sentences")
+    search.add_argument("--top-k", type=int, default=5, help="neighbours per query (default: 5)")
+    search.add_argument("--threshold", type=float, default=0.6, help="least cosine similarity shown (default: 0.6)")
+    for p in (enc, search):
+        p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
+        p.add_argument("--pooler", choices=POOLERS, help="default: the checkpoint's own (train_config.json), else cls")
+        p.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    try:  # every input is checked before the model is loaded
+        if args.batch_size < 1 or (args.command == "search" and args.top_k < 1):
+            raise ValueError("--batch-size and --top-k must be at least 1")
+        sentences = read_corpus(args.input if args.command == "encode" else args.corpus)
+        if args.command == "encode" and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+            raise FileNotFoundError(f"{args.output}: its folder does not exist")
+        model = SimCSE(args.model, pooler=args.pooler)
+        if args.command == "encode":
+            np.save(args.output, model.encode(sentences, args.batch_size, return_numpy=True))
+            print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")
+        else:
+            model.build_index(sentences, args.batch_size)
+            for query, hits in zip(args.query, model.search(args.query, args.threshold, args.top_k)):
+                print(f"{query}")
+                for sentence, score in hits:
+                    print(f"  {score:.4f}  {sentence}")
+                if not hits:
+                    print(f"  (nothing at cosine >= {args.threshold})")
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {e}")
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()
