@@ -6,8 +6,12 @@
     python bench.py train --bert-base       # the paper's model shape (random weights), e.g. on a GPU
     python bench.py run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
     python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
+    python bench.py index    # build_index of 200,000 sentences: peak memory, tokenised in chunks or at once
 """
 import argparse
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -73,24 +77,29 @@ def senteval_style(model, tokenizer, pooler, tasks=data.STS_TASKS, mode="test", 
 
 
 def bench_eval(args):
+    """The seven-task STS test evaluation: ours in fp32 and in bf16 (where the hardware has it) against the
+    SentEval way, in one run; the bf16 row's drift is its largest difference from fp32."""
     import transformers
+    from speed import autocast_dtype, cpu_name
     name = args.model or default_model()
-    print(f"model {name}, pooler {args.pooler}, torch threads {torch.get_num_threads()}")
-
-    start = time.perf_counter()
-    ours = evaluate(BertModel.from_pretrained(name), load_tokenizer(name), args.pooler, "test", data_dir=args.data_dir)
-    ours_s = time.perf_counter() - start
-    print(f"ours (eval_sts.evaluate):             {ours_s:7.1f} s")
-    print(format_table(ours["scores"]))
-
+    device = torch.device("cpu")
+    print(f"model {name}, pooler {args.pooler}, on {cpu_name()}")
+    model, tokenizer = BertModel.from_pretrained(name), load_tokenizer(name)
+    rows = {}
+    for precision in ["fp32"] + (["bf16"] if autocast_dtype(device, "auto") else []):
+        start = time.perf_counter()
+        scores = evaluate(model, tokenizer, args.pooler, "test", data_dir=args.data_dir, precision=precision)["scores"]
+        rows[f"ours, {precision}"] = (time.perf_counter() - start, scores)
     start = time.perf_counter()
     reference = senteval_style(transformers.BertModel.from_pretrained(name).eval(),
                                transformers.AutoTokenizer.from_pretrained(name), args.pooler, data_dir=args.data_dir)
-    ref_s = time.perf_counter() - start
-    print(f"SentEval way (transformers.BertModel): {ref_s:7.1f} s")
-    print(format_table(reference))
-    diff = max(abs(ours["scores"][k] - reference[k]) for k in reference)
-    print(f"speed-up {ref_s / ours_s:.2f}x; largest score difference {diff:.4f}")
+    rows["SentEval way (transformers, fp32)"] = (time.perf_counter() - start, reference)
+    ref_s = rows["SentEval way (transformers, fp32)"][0]
+    fp32 = rows["ours, fp32"][1]
+    for label, (seconds, scores) in rows.items():
+        print(f"{label}: {seconds:.1f} s, {ref_s / seconds:.2f}x the SentEval way; largest difference from ours "
+              f"in fp32 {max(abs(scores[k] - fp32[k]) for k in scores):.4f}")
+        print(format_table(scores))
 
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU (NVIDIA data sheets)
@@ -109,12 +118,79 @@ def model_name(args, folder):
     return random_bert_base(folder) if args.bert_base else args.model or default_model()
 
 
+class PeakMemory:
+    """The largest resident memory of this process while the block runs (sampled every 2 ms), in MiB; on a
+    GPU the largest allocated GPU memory."""
+
+    def __enter__(self):
+        import threading
+        self.peak, self.done = resident_mib(), threading.Event()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def sample(self):
+        while not self.done.wait(0.002):
+            self.peak = max(self.peak, resident_mib())
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        if torch.cuda.is_available():
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+
+
+def resident_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+TRAIN_SIDES = ("transformers", "ours-fp32", "ours-bf16")
+
+
 def bench_train(args):
-    """Time per SimCSE update on the same batches: ours as train.py runs it on this device (on a GPU: fixed
-    shapes, torch.compile, bf16 autocast, fused AdamW; on a CPU: dense layers on real tokens only) against
-    transformers.BertModel eager (padded to the longest, AdamW's default). On a GPU also the model FLOP
+    """Time per SimCSE update on the same batches, each side in a process of its own (so that its peak memory
+    is its own), alternating: transformers.BertModel eager in fp32 (padded to the longest, PyTorch's default
+    AdamW) against ours as train.py runs it on this device in fp32 and in bf16 (on a GPU: fixed shapes,
+    torch.compile, fused AdamW; on a CPU: dense layers on real tokens only). On a GPU also the model FLOP
     utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak."""
+    import subprocess
+    import sys
     import tempfile
+    from speed import cpu_has_bf16, cpu_name
+    if args.side:
+        return train_side(args)
+    cuda = torch.cuda.is_available()
+    sides = [s for s in TRAIN_SIDES if s != "ours-bf16" or cuda or cpu_has_bf16()]
+    name = model_name(args, Path(tempfile.mkdtemp()))
+    forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ["--model", name]
+    results = {side: [] for side in sides}
+    for _ in range(args.rounds):  # alternate, so that no side gets only the machine's better moments
+        for side in sides:
+            run = subprocess.run([sys.executable, __file__, "train", *forwarded, "--side", side], capture_output=True,
+                                 text=True)
+            if run.returncode:
+                raise SystemExit(f"bench.py train --side {side} failed:\n{run.stderr[-3000:]}")
+            results[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
+    info = best[sides[0]]
+    device = torch.cuda.get_device_name() if cuda else cpu_name()
+    print(f"model {name} ({info['layers']} layers, {info['hidden']} wide), {info['views']} sentences x batch "
+          f"{args.batch_size} from {args.train_file}, max length 32, {args.steps} timed steps after {args.warmup}, "
+          f"best of {args.rounds} rounds; {info['tokens']:.0f} real tokens a step; on {device}")
+    print(f"all rounds (ms/step): { {k: [round(1000 * x['seconds'], 1) for x in v] for k, v in results.items()} }")
+    reference = best["transformers"]["seconds"]
+    print(f"{'':24s} {'ms/step':>9s} {'examples/s':>11s} {'vs transformers':>16s} {'peak memory':>12s}")
+    for side, r in best.items():
+        print(f"{side:24s} {1000 * r['seconds']:9.1f} {args.batch_size / r['seconds']:11.1f} "
+              f"{reference / r['seconds']:15.2f}x {r['peak_mib']:8.0f} MiB" + (
+                  f"   {r['tflops']:.2f} TFLOP/s" + (f", MFU {r['mfu']:.1f}%" if r.get("mfu") else "")))
+
+
+def train_side(args):
+    """One side of bench.py train, in this process: prints {"seconds": per step, "peak_mib": ...} as JSON."""
     import transformers
     from config import TrainConfig
     from distributed import Processes
@@ -124,43 +200,29 @@ def bench_train(args):
     from train import update
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before reading the clock
-    amp = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None  # as speed.Speed
-    name = model_name(args, tempfile.mkdtemp())
+    sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before the clock
     examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
     n_views = len(examples[0])
-    tokenizer = load_tokenizer(name)
+    tokenizer = load_tokenizer(args.model)
     order = data.batches(len(examples), args.batch_size, seed=0)
     texts = [[row[k] for k in range(n_views) for row in (examples[i] for i in next(order))]
              for _ in range(args.warmup + args.steps)]
-    ours_batches = [tokenizer(t, 32, pad_to_max_length=cuda) for t in texts]  # as train.py on this device
-    reference_batches = [tokenizer(t, 32) for t in texts]
-    cfg = TrainConfig(pooler="cls")
-
-    def timed(batches, step):
-        batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
-        for i, batch in enumerate(batches):
-            if i == args.warmup:
-                sync()
-                start = time.perf_counter()
-            torch.manual_seed(i)
-            step(batch, i + 1)
-        sync()
-        return (time.perf_counter() - start) / args.steps
-
-    def ours(model):  # train.py's own step, with its settings for this device (speed.py)
-        fast = Speed(device, compile=None if args.compile else False)
+    ours = args.side.startswith("ours")
+    batches = [{k: v.to(device) for k, v in tokenizer(t, 32, pad_to_max_length=cuda and ours).items()}
+               for t in texts]  # as train.py pads on this device; transformers: to the longest
+    if ours:
+        model = BertModel.from_pretrained(args.model).to(device)
+        fast = Speed(device, compile=None if args.compile else False, precision=args.side.split("-")[1])
         step_model, params = fast.prepare(model), list(model.parameters())
         optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.0, fused=True)
         procs = Processes()
         guard = NonFiniteGuard(device, procs, check_every=fast.check_every)
-        step_model.train()
-        return timed(ours_batches, lambda b, i: update(step_model, b, n_views, cfg, optimizer, params, fast, procs,
-                                                       guard, i))
-
-    def reference(model):
+        cfg = TrainConfig(pooler="cls")
+        step = lambda b, i: update(step_model, b, n_views, cfg, optimizer, params, fast, procs, guard, i)
+    else:
+        model = transformers.BertModel.from_pretrained(args.model).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0)
-        model.train()
+        amp = torch.bfloat16 if cuda else None  # the reference's usual setting: autocast on GPUs, fp32 on CPUs
 
         def step(batch, i):
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -169,29 +231,23 @@ def bench_train(args):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-        return timed(reference_batches, step)
-
-    models = {"ours": (ours, BertModel.from_pretrained(name).to(device)),
-              "transformers": (reference, transformers.BertModel.from_pretrained(name).to(device))}
-    times = {k: [] for k in models}
-    for _ in range(args.rounds):  # alternate, so that neither gets the machine's better moments only
-        for key, (run, model) in models.items():
-            times[key].append(run(model))
-    ours_s, theirs_s = min(times["ours"]), min(times["transformers"])
-    c = models["ours"][1].config
-    tokens = sum(int(b["attention_mask"].sum()) for b in ours_batches[args.warmup:]) / args.steps
+    model.train()
+    with PeakMemory() as memory:
+        for i, batch in enumerate(batches):
+            if i == args.warmup:
+                sync()
+                start = time.perf_counter()
+            torch.manual_seed(i)
+            step(batch, i + 1)
+        sync()
+        seconds = (time.perf_counter() - start) / args.steps
+    c = model.config
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:]) / args.steps
     flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
-    gpu = torch.cuda.get_device_name() if cuda else "cpu"
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
-    print(f"model {name} ({c.num_hidden_layers} layers, {c.hidden_size} wide), {n_views} sentences x batch "
-          f"{args.batch_size} from {args.train_file}, max length 32, {args.steps} timed steps after {args.warmup}, "
-          f"best of {args.rounds} rounds, on {gpu}" + ("" if cuda else f", torch threads {torch.get_num_threads()}"))
-    print(f"all rounds (ms/step): { {k: [round(1000 * t, 2) for t in v] for k, v in times.items()} }")
-    print(f"ours:                   {1000 * ours_s:8.2f} ms/step  {args.batch_size / ours_s:8.1f} examples/s")
-    print(f"transformers.BertModel: {1000 * theirs_s:8.2f} ms/step  {args.batch_size / theirs_s:8.1f} examples/s")
-    print(f"ratio ours/transformers {theirs_s / ours_s:.2f}x")
-    print(f"real tokens/step {tokens:.0f}; {flops / ours_s / 1e12:.2f} TFLOP/s" +
-          (f"; MFU {100 * flops / ours_s / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s" if peak else ""))
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
+    print(json.dumps({"seconds": seconds, "peak_mib": memory.peak, "tokens": tokens, "layers": c.num_hidden_layers,
+                      "hidden": c.hidden_size, "views": n_views, "tflops": flops / seconds / 1e12,
+                      "mfu": 100 * flops / seconds / peak if peak else None}))
 
 
 def bench_run(args):
@@ -249,6 +305,50 @@ def bench_search(args):
     print(f"search (both):      {total:6.3f} s")
 
 
+def bench_index(args):
+    """SimCSE.build_index of a large corpus: peak memory and time when the sentences are tokenised a chunk at a
+    time (eval_sts.encode, as used) against all at once (as before), each in a process of its own. The model
+    is a tiny random BERT with the packaged tokenizer: tokenising is what differs, and a small model keeps
+    the encoding short."""
+    import subprocess
+    import sys
+    import tempfile
+    if args.chunk:
+        return index_side(args)
+    folder = Path(tempfile.mkdtemp())
+    torch.manual_seed(0)
+    BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=128)).save_pretrained(folder)
+    load_tokenizer(default_model()).save_pretrained(folder)
+    print(f"build_index of {args.index_size:,} distinct sentences (Wikipedia, numbered), a 2-layer 64-wide random "
+          f"BERT, torch threads {torch.get_num_threads()}")
+    for label, chunk in (("in chunks of 32,768 (now)", 32768), ("all at once (before)", 10**9)):
+        run = subprocess.run([sys.executable, __file__, "index", "--model", str(folder), "--index-size",
+                              str(args.index_size), "--chunk", str(chunk)] + (["--data-dir", args.data_dir]
+                                                                               if args.data_dir else []),
+                             capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(run.stderr[-3000:])
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        print(f"{label:28s} peak memory {r['peak_mib']:7.0f} MiB (+{r['peak_mib'] - r['before_mib']:.0f} MiB while "
+              f"indexing), {r['seconds']:.1f} s")
+
+
+def index_side(args):
+    import eval_sts
+    from tool import SimCSE
+    wiki = data.read_sentences(data.training_file("wiki/wiki1m_head.txt", args.data_dir))[0]
+    corpus = [f"{wiki[i % len(wiki)]} ({i})" for i in range(args.index_size)]
+    tool = SimCSE(args.model, pooler="avg")
+    with PeakMemory() as memory:  # what build_index does: encode (with this chunk size), then unit vectors
+        before = memory.peak
+        start = time.perf_counter()
+        z = eval_sts.encode(tool.model, tool.tokenizer, corpus, "avg", 256, 128, chunk=args.chunk)
+        seconds = time.perf_counter() - start
+    assert len(z) == args.index_size
+    print(json.dumps({"peak_mib": memory.peak, "before_mib": before, "seconds": seconds}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -262,6 +362,7 @@ def main():
     tr.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens there)")
     tr.add_argument("--rounds", type=int, default=2)
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="on a GPU (default: on)")
+    tr.add_argument("--side", choices=TRAIN_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     ru = sub.add_parser("run", help="a timed train.py run and the projected time of the paper's whole run")
     ru.add_argument("--batch-size", type=int, default=64, help="64: unsup-bert; 512 with an NLI file: sup-bert")
     ru.add_argument("--steps", type=int, default=375)
@@ -277,8 +378,14 @@ def main():
     se.add_argument("--queries", type=int, default=100)
     se.add_argument("--top-k", type=int, default=5)
     se.add_argument("--data-dir")
+    ix = sub.add_parser("index", help="SimCSE.build_index of 200,000 sentences: peak memory, chunked vs not")
+    ix.add_argument("--index-size", type=int, default=200_000)
+    ix.add_argument("--model", help=argparse.SUPPRESS)
+    ix.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # one side, in a child process
+    ix.add_argument("--data-dir")
     args = parser.parse_args()
-    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search}[args.what](args)
+    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search,
+     "index": bench_index}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Optional
 import data
 from checkpoint import check_model
 from simcse import POOLERS
+from speed import PRECISIONS
 
 
 @dataclass
@@ -29,6 +30,7 @@ class TrainConfig:
     fixed_mask: bool = False  # both views share one dropout mask (Table 3, "Fixed 0.1")
     eval_steps: int = 125
     seed: int = 42
+    precision: str = "auto"  # bf16 autocast where the hardware multiplies bf16 fast (speed.py), else fp32
     data_dir: Optional[str] = None
 
 
@@ -58,6 +60,7 @@ def check(cfg: TrainConfig):
         ("--eval-steps", cfg.eval_steps >= 1, "an integer of at least 1"),
         ("--hard-negative-weight", math.isfinite(cfg.hard_negative_weight), "a finite number"),
         ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
+        ("--precision", cfg.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ]
     for flag, ok, expected in problems:
         if not ok:
@@ -106,6 +109,8 @@ def parse_args(argv=None, description=""):
     flag("dropout", type=float, help="hidden and attention dropout probability p")
     flag("fixed_mask", action="store_true", help="share one dropout mask between the two views")
     flag("seed", type=int, help="random seed")
+    flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto (default): "
+                                               "bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32")
     flag("data_dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
     parser.add_argument("--overwrite", action="store_true",

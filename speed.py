@@ -1,28 +1,69 @@
 """What makes a training step fast on this device, none of which changes the method.
 
 On a GPU: every batch padded to max_length (fixed shapes), so that the torch.compile'd step is reused;
-bf16 autocast (fp32 where the GPU has no bf16); numbers read off the GPU only every 10 steps.
-On a CPU: the dense layers on real tokens only (bert.Tokens), fp32, no compile.
+bf16 autocast; numbers read off the GPU only every 10 steps.
+On a CPU: the dense layers on real tokens only (bert.Tokens), no compile, and bf16 autocast where the CPU
+has bf16 matrix units (Intel AMX, AVX512-BF16 on Intel and AMD Zen 4): matrix products run in bf16,
+the weights, the optimizer and the loss stay fp32. Elsewhere, fp32.
 """
 import contextlib
+import functools
 
 import torch
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@functools.cache
+def cpu_has_bf16():
+    """Does this CPU multiply bf16 matrices in hardware (AMX or AVX512-BF16)?"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+        return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:  # not Linux: ask PyTorch
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        model = "?"
+    units = [u for u, has in (("AMX", torch.cpu._is_amx_tile_supported()),
+                              ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported())) if has]
+    return f"{model} ({', '.join(units) or 'no bf16 matrix units'}; torch threads {torch.get_num_threads()})"
+
+
+def autocast_dtype(device, precision="auto"):
+    """torch.bfloat16 where bf16 is asked for, or is 'auto' and pays on this hardware; None for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    if precision == "bf16" and not has_bf16:
+        raise ValueError(f"--precision bf16: this {device.type.upper()} has no bf16 matrix units (use fp32 or auto)")
+    return torch.bfloat16 if has_bf16 else None
+
+
+def autocast(device, dtype):
+    """A context in which matrix products run in `dtype` (None: fp32, nothing changes)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
 
 class Speed:
-    def __init__(self, device, compile=None):
+    def __init__(self, device, compile=None, precision="auto"):
         gpu = device.type == "cuda"
-        self.fixed_shapes = gpu
+        self.device, self.fixed_shapes = device, gpu
         self.compile = gpu if compile is None else compile
-        self.amp_dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else None
+        self.amp_dtype = autocast_dtype(device, precision)
         self.check_every = 10 if gpu else 1  # steps between reads of a number off the device
-        self.device = device
 
     def prepare(self, model):  # the model the training step runs
         model.pack_padding = not self.fixed_shapes
         return torch.compile(model) if self.compile else model
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)

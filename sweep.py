@@ -17,7 +17,9 @@ import statistics
 import sys
 from pathlib import Path
 
+import config
 import train
+from run_folder import RunFolder
 
 
 def folder_name(setting):
@@ -88,8 +90,12 @@ def main(argv=None):
         for seed in args.seeds:
             folder = out / folder_name(setting) / f"seed-{seed}"
             argv_run = common + shlex.split(setting) + ["--seed", str(seed), "--output-dir", str(folder)]
-            cfg, options = train.parse_args(argv_run)
-            plan.append((setting, seed, folder, cfg, options))
+            cfg, options = config.parse_args(argv_run)
+            config.check(cfg)  # values in range, the model found
+            resume = (folder / "run.json").exists() or (folder / "last" / "state.json").exists()
+            if not (folder / "sweep_run.json").exists():  # a run to go on with must have the same settings
+                RunFolder(cfg, resume=resume, overwrite=options["overwrite"])
+            plan.append((setting, seed, folder, cfg, {**options, "resume": resume}))
     out.mkdir(parents=True, exist_ok=True)
     command = "python sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     runs, table = [], None
@@ -98,9 +104,8 @@ def main(argv=None):
         if result_file.exists():
             print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}: done before, skipped")
         else:
-            resume = (folder / "run.json").exists() or (folder / "last" / "state.json").exists()
-            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}{': resuming' if resume else ''}")
-            result = train.train(cfg, **{**options, "resume": resume})
+            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}{': resuming' if options['resume'] else ''}")
+            result = train.train(cfg, **options)
             record = {"setting": setting, "seed": seed, "folder": str(folder), "stsb_dev": result["best"]["stsb_dev"],
                       "best_step": result["best"]["step"], "test_avg": result["test"]["Avg"] if result["test"] else None}
             result_file.write_text(json.dumps(record, indent=2))

@@ -19,6 +19,7 @@ from bert import BertModel
 from checkpoint import check_model, write_safetensors
 from eval_sts import checkpoint_pooler, encode
 from simcse import POOLERS
+from speed import PRECISIONS, autocast_dtype
 from tokenizer import load_tokenizer
 
 # --- Checkpoints that other tools read with the right pooler -------------------------------------
@@ -89,14 +90,16 @@ class SimCSE:
     The same calls and return shapes as the authors' tool. Search is exact (cosine of unit vectors, in
     chunks of the index so that a million sentences fit in memory, on the GPU when there is one)."""
 
-    def __init__(self, model_name_or_path, device=None, pooler=None):
+    def __init__(self, model_name_or_path, device=None, pooler=None, precision="fp32"):
         if pooler is not None and pooler not in POOLERS:
             raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
         check_model(model_name_or_path)  # "not found" at once, before any loading
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        autocast_dtype(torch.device(self.device), precision)  # a precision this hardware has
         self.pooler = pooler or checkpoint_pooler(model_name_or_path)
         self.tokenizer = load_tokenizer(model_name_or_path)
         self.model = BertModel.from_pretrained(model_name_or_path).to(self.device)
+        self.precision = precision  # "bf16": about twice as fast on CPUs with AMX, cosines within ~1e-4
         self.index = None  # {"sentences": [...], "embeddings": (n, d) unit vectors}
 
     def encode(self, sentences, batch_size=64, max_length=128, normalize_to_unit=True, return_numpy=False,
@@ -107,7 +110,7 @@ class SimCSE:
         if not sentences:
             raise ValueError("no sentences to encode")
         z = encode(self.model, self.tokenizer, sentences, self.pooler, batch_size, max_length,
-                   progress=len(sentences) > 10 * batch_size)
+                   progress=len(sentences) > 10 * batch_size, precision=self.precision)
         if normalize_to_unit:
             z = F.normalize(z, dim=-1)
         z = z[0] if single and not keepdim else z
@@ -180,6 +183,8 @@ def main(argv=None):
         p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
         p.add_argument("--pooler", choices=POOLERS, help="default: the checkpoint's own (train_config.json), else cls")
         p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="fp32 (default) or bf16 autocast, about twice as fast on CPUs with AMX")
     args = parser.parse_args(argv)
     try:  # every input is checked before the model is loaded
         if args.batch_size < 1 or (args.command == "search" and args.top_k < 1):
@@ -187,7 +192,7 @@ def main(argv=None):
         sentences = read_corpus(args.input if args.command == "encode" else args.corpus)
         if args.command == "encode" and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
             raise FileNotFoundError(f"{args.output}: its folder does not exist")
-        model = SimCSE(args.model, pooler=args.pooler)
+        model = SimCSE(args.model, pooler=args.pooler, precision=args.precision)
         if args.command == "encode":
             np.save(args.output, model.encode(sentences, args.batch_size, return_numpy=True))
             print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")

@@ -1,7 +1,7 @@
 """Train SimCSE: unsupervised (Wikipedia sentences, dropout as augmentation) or supervised (NLI triplets).
 
-    python train.py                                  # preset `quick`: 100 unsupervised steps, all-MiniLM-L6-v2
-    python train.py --preset quick-sup --dropout 0.2 # any preset, any value overridden; --help lists them
+    python train.py                                   # preset `quick`: 100 unsup. steps, all-MiniLM-L6-v2
+    python train.py --preset quick-sup --dropout 0.2  # any preset, any value overridden; --help lists them
     torchrun --nproc_per_node 4 train.py --preset sup-bert   # the paper's supervised run on 4 GPUs
 """
 import math
@@ -57,7 +57,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         reset_mlp(model)  # a new MLP over [CLS] (section 3)
     else:
         model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: it is not trained
-    fast = Speed(procs.device, compile)  # fixed shapes, compile, bf16 where they pay (speed.py)
+    fast = Speed(procs.device, compile, cfg.precision)  # bf16, fixed shapes, compile: where they pay
     model.to(procs.device)
     params = [p for p in model.parameters() if p.requires_grad]
     # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
@@ -85,7 +85,8 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         say("step 0: evaluating the starting model on STS-B dev ...")
         evaluate_dev(0)
     batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])
-    bar = tqdm(range(state["step"] + 1, total_steps + 1), desc="train", disable=not (progress and procs.master))
+    steps = range(state["step"] + 1, total_steps + 1)
+    bar = tqdm(steps, desc="train", disable=not (progress and procs.master))
     step_model.train()
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
@@ -104,8 +105,8 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         return None
 
     best = state["best"]
-    say(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} (step 0: {state['log'][0]['stsb_dev']:.2f});"
-        f" checkpoint in {run.out / 'best'}")
+    say(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} (step 0: "
+        f"{state['log'][0]['stsb_dev']:.2f}); checkpoint in {run.out / 'best'}")
     scores = run.evaluate_best(tokenizer, pooler, procs.device, test, transfer, progress)  # test sets
     return {"log": state["log"], "best": best, "test": scores.get("test"), "transfer": scores.get("transfer")}
 

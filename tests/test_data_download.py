@@ -52,7 +52,7 @@ def test_empty_data_folder_fetches_unpacks_checks_and_trains(hub, tiny_checkpoin
     assert first["train_file"] == str(empty / "wiki" / "wiki1m_for_simcse.txt") and first["train_examples"] == HEAD
 
     calls.clear()  # a second run fetches nothing
-    train.train(cfg, progress=False, test=False)
+    train.train(cfg, progress=False, test=False, overwrite=True)
     assert calls == []
 
 
