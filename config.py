@@ -42,6 +42,12 @@ PRESETS = {
                        lr=3e-5, epochs=1, eval_steps=125, output_dir="runs/unsup-bert"),
     "sup-bert": dict(model="bert-base-uncased", train_file="nli/nli_for_simcse.csv", batch_size=512, lr=5e-5,
                      epochs=3, eval_steps=125, mlp_only_train=False, output_dir="runs/sup-bert"),
+    # RoBERTa-base, the authors' README table (and the paper's Appendix A): unsupervised batch 512, lr 1e-5;
+    # supervised as BERT (batch 512, lr 5e-5 for base models). The rest as their scripts for BERT.
+    "unsup-roberta": dict(model="roberta-base", train_file="wiki/wiki1m_for_simcse.txt", batch_size=512,
+                          lr=1e-5, epochs=1, eval_steps=125, output_dir="runs/unsup-roberta"),
+    "sup-roberta": dict(model="roberta-base", train_file="nli/nli_for_simcse.csv", batch_size=512, lr=5e-5,
+                        epochs=3, eval_steps=125, mlp_only_train=False, output_dir="runs/sup-roberta"),
 }
 
 
