@@ -44,11 +44,11 @@ def tiny_checkpoint(minilm_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def roberta_tokenizer_dir(data_root, tmp_path_factory):
-    """RoBERTa's tokenizer kind, built here: a byte-level BPE trained on the Wikipedia training sentences, in
-    the Hugging Face layout (vocab.json + merges.txt), special tokens at fairseq's ids (<s> 0, <pad> 1, ...)."""
+    """RoBERTa's kind of tokenizer, built here: a byte-level BPE trained on the Wikipedia training sentences,
+    in the Hugging Face layout (vocab.json + merges.txt), special tokens at fairseq's ids (<s> 0, <pad> 1)."""
     from tokenizers import ByteLevelBPETokenizer
-    text = next(p for p in (data_root / "wiki" / "wiki1m_head.txt", data_root / "wiki" / "wiki1m_for_simcse.txt")
-                if p.exists())
+    wiki = data_root / "wiki"
+    text = next(p for p in (wiki / "wiki1m_head.txt", wiki / "wiki1m_for_simcse.txt") if p.exists())
     folder = tmp_path_factory.mktemp("roberta_tokenizer")
     bpe = ByteLevelBPETokenizer()
     bpe.train([str(text)], vocab_size=5000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],

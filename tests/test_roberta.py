@@ -1,6 +1,6 @@
-"""RoBERTa: bert.py is the same function as transformers.RobertaModel on random checkpoints (a tiny one and the
-roberta-base shape), saves what transformers loads, and our byte-level BPE gives RobertaTokenizerFast's ids.
-Everything downstream (training, poolers, the sentence-transformers export, the tool) works with it."""
+"""RoBERTa: bert.py is the same function as transformers.RobertaModel on random checkpoints (a tiny one and
+the roberta-base shape), saves what transformers loads, and our byte-level BPE gives RobertaTokenizerFast's
+ids. Everything downstream (training, poolers, the sentence-transformers export, the tool) works with it."""
 import json
 import logging
 import shutil
@@ -44,8 +44,12 @@ def batch(tiny_roberta):
     return b
 
 
+def both(folder):
+    return BertModel.from_pretrained(folder), transformers.RobertaModel.from_pretrained(folder)
+
+
 def test_parity_with_transformers(tiny_roberta, batch):
-    ours, theirs = BertModel.from_pretrained(tiny_roberta), transformers.RobertaModel.from_pretrained(tiny_roberta)
+    ours, theirs = both(tiny_roberta)
     assert ours.config.model_type == "roberta" and ours.config.pad_token_id == 1
     assert largest_differences(ours, theirs, batch) == (0.0, 0.0)  # bit-identical
 
@@ -142,7 +146,8 @@ def test_ids_and_masks_match_transformers(tokenizers, sentences, max_length):
         a = ours(chunk, max_length=max_length)
         b = reference(chunk, padding=True, truncation=max_length is not None, max_length=max_length,
                       return_tensors="pt")
-        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["attention_mask"], b["attention_mask"])
+        assert torch.equal(a["input_ids"], b["input_ids"])
+        assert torch.equal(a["attention_mask"], b["attention_mask"])
     assert ours.pad_id == reference.pad_token_id == 1 and ours.mask_id == reference.mask_token_id
     assert ours.special_ids == sorted(reference.all_special_ids) and ours.vocab_size == len(reference)
 
@@ -150,17 +155,18 @@ def test_ids_and_masks_match_transformers(tokenizers, sentences, max_length):
 def test_tokenizer_save_pretrained_round_trip(roberta_tokenizer_dir, tmp_path):
     tokenizer = load_tokenizer(roberta_tokenizer_dir)
     tokenizer.save_pretrained(tmp_path)
-    assert torch.equal(load_tokenizer(str(tmp_path))(SENTENCES)["input_ids"], tokenizer(SENTENCES)["input_ids"])
+    again = load_tokenizer(str(tmp_path))
+    assert torch.equal(again(SENTENCES)["input_ids"], tokenizer(SENTENCES)["input_ids"])
 
 
 # --- Everything downstream ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pooler", POOLERS)
 def test_every_pooler_is_transformers_roberta_pooled(pooler, tiny_roberta, batch):
-    ours, theirs = BertModel.from_pretrained(tiny_roberta), transformers.RobertaModel.from_pretrained(tiny_roberta)
+    ours, theirs = both(tiny_roberta)
     a = pool(outputs(ours, batch), batch["attention_mask"], pooler)
-    b = pool(outputs(theirs, {k: v for k, v in batch.items() if k != "token_type_ids"}), batch["attention_mask"],
-             pooler)
+    without_types = {k: v for k, v in batch.items() if k != "token_type_ids"}  # as RoBERTa's tokenizer
+    b = pool(outputs(theirs, without_types), batch["attention_mask"], pooler)
     assert torch.equal(a, b)
 
 
@@ -184,19 +190,18 @@ def test_trained_roberta_checkpoint_everywhere(tiny_roberta, data_root, tmp_path
     with caplog.at_level(logging.WARNING):
         st = SentenceTransformer(str(best), device="cpu")
     assert [type(m).__name__ for m in st] == ["Transformer", "Pooling", "Dense"]
-    assert (st.encode(SENTENCES, convert_to_tensor=True) - tool.encode(SENTENCES, normalize_to_unit=False)).abs().max() \
-        <= 1e-5
+    ours = tool.encode(SENTENCES, normalize_to_unit=False)
+    assert (st.encode(SENTENCES, convert_to_tensor=True) - ours).abs().max() <= 1e-5
     with torch.no_grad():  # the cls embedding is transformers' pooler output of the saved checkpoint
         b = load_tokenizer(str(best))(SENTENCES)
-        assert (theirs(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).pooler_output
-                - tool.encode(SENTENCES, normalize_to_unit=False)).abs().max() <= 1e-5
+        mlp = theirs(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).pooler_output
+        assert (mlp - ours).abs().max() <= 1e-5
 
 
 def test_roberta_presets_are_the_authors_runs():
     from config import parse_args
     unsup, sup = parse_args(["--preset", "unsup-roberta"])[0], parse_args(["--preset", "sup-roberta"])[0]
-    assert (unsup.model, unsup.batch_size, unsup.lr, unsup.epochs, unsup.max_length, unsup.mlp_only_train) == \
-        ("roberta-base", 512, 1e-5, 1, 32, True)
-    assert (sup.model, sup.batch_size, sup.lr, sup.epochs, sup.max_length, sup.mlp_only_train) == \
-        ("roberta-base", 512, 5e-5, 3, 32, False)
+    values = lambda c: (c.model, c.batch_size, c.lr, c.epochs, c.max_length, c.eval_steps, c.mlp_only_train)
+    assert values(unsup) == ("roberta-base", 512, 1e-5, 1, 32, 125, True)
+    assert values(sup) == ("roberta-base", 512, 5e-5, 3, 32, 125, False)
     assert unsup.train_file.startswith("wiki/") and sup.train_file.startswith("nli/")
