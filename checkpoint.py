@@ -99,7 +99,7 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
     """Load weights saved by Hugging Face, BERT's original release, or this project."""
     renamed = {}
     for key, value in state_dict.items():
-        key = key.removeprefix("bert.").removeprefix("roberta.")  # BertForPreTraining, RobertaForMaskedLM, ...
+        key = key.removeprefix("bert.").removeprefix("roberta.")  # BertForPreTraining, RobertaForMaskedLM..
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         renamed[key] = value
     ours = model.state_dict()
@@ -121,12 +121,14 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
 
 
 def save_model(model, folder):
-    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them."""
+    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them. The encoder only:
+    an MLM head (`lm_head`, trained with --do-mlm, mlm.py) is a training device, kept in last/ to resume."""
     os.makedirs(folder, exist_ok=True)
     config = {"architectures": [MODEL_TYPES[model.config.model_type]], **asdict(model.config)}
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    write_safetensors(model.state_dict(), os.path.join(folder, "model.safetensors"))
+    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
+    write_safetensors(encoder, os.path.join(folder, "model.safetensors"))
 
 
 # --- safetensors: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes -----------

@@ -27,6 +27,8 @@ class TrainConfig:
     hard_negative_weight: float = 0.0
     dropout: float = 0.1  # hidden and attention dropout: the augmentation (Table 3)
     fixed_mask: bool = False  # both views share one dropout mask (Table 3, "Fixed 0.1")
+    do_mlm: bool = False  # add the auxiliary masked-language-modelling loss (mlm.py; the authors' --do_mlm)
+    mlm_weight: float = 0.1  # its weight lambda, the authors' default
     eval_steps: int = 125
     seed: int = 42
     data_dir: Optional[str] = None
@@ -64,11 +66,14 @@ def check(cfg: TrainConfig):
         ("--eval-steps", cfg.eval_steps >= 1, "an integer of at least 1"),
         ("--hard-negative-weight", math.isfinite(cfg.hard_negative_weight), "a finite number"),
         ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
+        ("--mlm-weight", math.isfinite(cfg.mlm_weight) and cfg.mlm_weight >= 0, "a number of at least 0"),
     ]
     for flag, ok, expected in problems:
         if not ok:
             value = getattr(cfg, flag[2:].replace("-", "_"))
             raise ValueError(f"{flag} {value}: expected {expected}")
+    if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
+        raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
     if cfg.model is not None:
         check_model(cfg.model)
 
@@ -111,6 +116,8 @@ def parse_args(argv=None, description=""):
     flag("hard_negative_weight", type=float, help="log-space weight of each anchor's own hard negative")
     flag("dropout", type=float, help="hidden and attention dropout probability p")
     flag("fixed_mask", action="store_true", help="share one dropout mask between the two views")
+    flag("do_mlm", action="store_true", help="add the auxiliary masked-language-modelling loss (mlm.py)")
+    flag("mlm_weight", type=float, help="weight lambda of the MLM loss (default 0.1)")
     flag("seed", type=int, help="random seed")
     flag("data_dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
@@ -129,8 +136,9 @@ def parse_args(argv=None, description=""):
     return TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}}), options
 
 
-def experiment(cfg):
-    return {k: v for k, v in asdict(cfg).items() if k != "data_dir"}  # what must match to resume
+def experiment(cfg):  # what must match to resume (the MLM settings only when on: older runs match)
+    drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"})
+    return {k: v for k, v in asdict(cfg).items() if k not in drop}
 
 
 def run_command(train, description):
