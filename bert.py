@@ -1,6 +1,7 @@
 """BERT (Devlin et al., 2019), the encoder SimCSE fine-tunes, in plain PyTorch: every dropout -- unsupervised
 SimCSE's only augmentation (section 3) -- in sight. Module names are those of Hugging Face's modeling_bert.py,
 so checkpoints load both ways (checkpoint.py holds the files, tokenizer.py turns text into token ids).
+RoBERTa (Liu et al., 2019), the paper's other encoder, is this network with other positions (BertEmbeddings).
 
     model = BertModel.from_pretrained("bert-base-uncased")   # or a local folder
     out = model(**load_tokenizer("bert-base-uncased")(["A man is playing a guitar."]))  # .last_hidden_state
@@ -29,6 +30,7 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    model_type: str = "bert"  # or "roberta": the same network but for its position ids
 
 
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
@@ -64,9 +66,13 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.roberta_pad = c.pad_token_id if c.model_type == "roberta" else None
 
     def forward(self, input_ids, token_type_ids):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if self.roberta_pad is not None:  # RoBERTa: real tokens at pad + 1, pad + 2, ...; padding at pad
+            real = input_ids.ne(self.roberta_pad).long()
+            positions = real.cumsum(1) * real + self.roberta_pad
         # Summed in transformers' order: float addition is not associative, and this keeps us bit-identical.
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x + self.position_embeddings(positions)))

@@ -1,5 +1,6 @@
 """Checkpoint files in the Hugging Face layout: a local folder or a hub id, config.json, and weights in
-model.safetensors (a small reader and writer here, no extra dependency) or pytorch_model.bin.
+model.safetensors (a small reader and writer here, no extra dependency) or pytorch_model.bin. BERT and RoBERTa
+checkpoints differ in their files only by config.json's model_type and the prefix of their keys ("roberta.").
 
     model = checkpoint.load_model(BertModel, BertConfig, "runs/quick/best")   # BertModel.from_pretrained
     checkpoint.save_model(model, "out/")                                     # model.save_pretrained
@@ -12,6 +13,7 @@ from dataclasses import asdict, fields
 
 import torch
 
+MODEL_TYPES = {"bert": "BertModel", "roberta": "RobertaModel"}  # config.json's model_type: the architecture
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")  # "name" or "owner/name"
 
 
@@ -65,6 +67,8 @@ def read_config(config_class, path):
         raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
     if d.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{path}: only absolute position embeddings are supported")
+    if d.get("model_type", "bert") not in MODEL_TYPES:
+        raise ValueError(f"{path}: model_type {d['model_type']!r} is not one of {', '.join(MODEL_TYPES)}")
     known = {f.name for f in fields(config_class)}
     config = config_class(**{k: v for k, v in d.items() if k in known})
     if config.hidden_size % config.num_attention_heads:
@@ -76,12 +80,17 @@ def read_config(config_class, path):
     return config
 
 
-def load_model(model_class, config_class, name_or_dir):
-    model = model_class(read_config(config_class, checkpoint_file(name_or_dir, "config.json")))
+def weights_file(name_or_dir):
     path = (checkpoint_file(name_or_dir, "model.safetensors", required=False)
             or checkpoint_file(name_or_dir, "pytorch_model.bin", required=False))
     if path is None:
         raise FileNotFoundError(f"{name_or_dir}: no model.safetensors or pytorch_model.bin")
+    return path
+
+
+def load_model(model_class, config_class, name_or_dir):
+    model = model_class(read_config(config_class, checkpoint_file(name_or_dir, "config.json")))
+    path = weights_file(name_or_dir)
     load_hf_state_dict(model, read_weights(path), source=path)
     return model.eval()  # like Hugging Face: loaded models start in eval mode
 
@@ -90,7 +99,7 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
     """Load weights saved by Hugging Face, BERT's original release, or this project."""
     renamed = {}
     for key, value in state_dict.items():
-        key = key.removeprefix("bert.")  # checkpoints of BertForPreTraining & co.
+        key = key.removeprefix("bert.").removeprefix("roberta.")  # BertForPreTraining, RobertaForMaskedLM..
         key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         renamed[key] = value
     ours = model.state_dict()
@@ -100,7 +109,7 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
         raise KeyError(f"{source}: missing encoder weight(s) {', '.join(encoder_missing)}")
     if missing:
         warnings.warn(f"{source}: no pooler weights; the pooler (used only by the 'cls' pooler) is random")
-    ignored = lambda k: k.startswith("cls.") or k.endswith("position_ids")  # pre-training heads, buffers
+    ignored = lambda k: k.startswith(("cls.", "lm_head.")) or k.endswith("position_ids")  # pre-training heads
     extra = [k for k in renamed if k not in ours and not ignored(k)]
     if extra:
         warnings.warn(f"{source}: ignoring {len(extra)} unexpected key(s): {', '.join(extra[:10])}")
@@ -112,12 +121,14 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
 
 
 def save_model(model, folder):
-    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them."""
+    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them. The encoder only:
+    an MLM head (`lm_head`, trained with --do-mlm, mlm.py) is a training device, kept in last/ to resume."""
     os.makedirs(folder, exist_ok=True)
-    config = {"architectures": ["BertModel"], "model_type": "bert", **asdict(model.config)}
+    config = {"architectures": [MODEL_TYPES[model.config.model_type]], **asdict(model.config)}
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    write_safetensors(model.state_dict(), os.path.join(folder, "model.safetensors"))
+    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
+    write_safetensors(encoder, os.path.join(folder, "model.safetensors"))
 
 
 # --- safetensors: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes -----------

@@ -28,6 +28,8 @@ class TrainConfig:
     hard_negative_weight: float = 0.0
     dropout: float = 0.1  # hidden and attention dropout: the augmentation (Table 3)
     fixed_mask: bool = False  # both views share one dropout mask (Table 3, "Fixed 0.1")
+    do_mlm: bool = False  # add the auxiliary masked-language-modelling loss (mlm.py; the authors' --do_mlm)
+    mlm_weight: float = 0.1  # its weight lambda, the authors' default
     eval_steps: int = 125
     seed: int = 42
     precision: str = "auto"  # bf16 autocast where the hardware multiplies bf16 fast (speed.py), else fp32
@@ -44,6 +46,12 @@ PRESETS = {
                        lr=3e-5, epochs=1, eval_steps=125, output_dir="runs/unsup-bert"),
     "sup-bert": dict(model="bert-base-uncased", train_file="nli/nli_for_simcse.csv", batch_size=512, lr=5e-5,
                      epochs=3, eval_steps=125, mlp_only_train=False, output_dir="runs/sup-bert"),
+    # RoBERTa-base, the authors' README table (and the paper's Appendix A): unsupervised batch 512, lr 1e-5;
+    # supervised as BERT (batch 512, lr 5e-5 for base models). The rest as their scripts for BERT.
+    "unsup-roberta": dict(model="roberta-base", train_file="wiki/wiki1m_for_simcse.txt", batch_size=512,
+                          lr=1e-5, epochs=1, eval_steps=125, output_dir="runs/unsup-roberta"),
+    "sup-roberta": dict(model="roberta-base", train_file="nli/nli_for_simcse.csv", batch_size=512, lr=5e-5,
+                        epochs=3, eval_steps=125, mlp_only_train=False, output_dir="runs/sup-roberta"),
 }
 
 
@@ -61,11 +69,14 @@ def check(cfg: TrainConfig):
         ("--hard-negative-weight", math.isfinite(cfg.hard_negative_weight), "a finite number"),
         ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
         ("--precision", cfg.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        ("--mlm-weight", math.isfinite(cfg.mlm_weight) and cfg.mlm_weight >= 0, "a number of at least 0"),
     ]
     for flag, ok, expected in problems:
         if not ok:
             value = getattr(cfg, flag[2:].replace("-", "_"))
             raise ValueError(f"{flag} {value}: expected {expected}")
+    if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
+        raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
     if cfg.model is not None:
         check_model(cfg.model)
 
@@ -108,6 +119,8 @@ def parse_args(argv=None, description=""):
     flag("hard_negative_weight", type=float, help="log-space weight of each anchor's own hard negative")
     flag("dropout", type=float, help="hidden and attention dropout probability p")
     flag("fixed_mask", action="store_true", help="share one dropout mask between the two views")
+    flag("do_mlm", action="store_true", help="add the auxiliary masked-language-modelling loss (mlm.py)")
+    flag("mlm_weight", type=float, help="weight lambda of the MLM loss (default 0.1)")
     flag("seed", type=int, help="random seed")
     flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto (default): "
                                                "bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32")
@@ -128,8 +141,9 @@ def parse_args(argv=None, description=""):
     return TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}}), options
 
 
-def experiment(cfg):
-    return {k: v for k, v in asdict(cfg).items() if k != "data_dir"}  # what must match to resume
+def experiment(cfg):  # what must match to resume (the MLM settings only when on: older runs match)
+    drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"})
+    return {k: v for k, v in asdict(cfg).items() if k not in drop}
 
 
 def run_command(train, description):

@@ -1,7 +1,11 @@
-"""BERT's WordPiece tokenizer (the `tokenizers` library), returning padded PyTorch tensors.
+"""BERT's WordPiece and RoBERTa's byte-level BPE tokenizers (the `tokenizers` library), returning padded
+PyTorch tensors.
 
-    tokenizer = load_tokenizer("bert-base-uncased")   # or a local checkpoint folder
+    tokenizer = load_tokenizer("bert-base-uncased")   # or "roberta-base", or a local checkpoint folder
     tokenizer(["A man is playing a guitar."], max_length=32)   # {"input_ids", "attention_mask", "token_type_ids"}
+
+BERT: [CLS] a man ... [SEP], lower-cased WordPiece pieces, [PAD] = 0. RoBERTa (GPT-2's byte-level BPE with
+fairseq's ids): <s> A Ġman ... </s>, not lower-cased, a word's leading space part of its token, <pad> = 1.
 """
 import json
 import os
@@ -12,24 +16,34 @@ import torch
 
 from checkpoint import checkpoint_file
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+# The special tokens of each family (transformers' all_special_ids): never masked by MLM (mlm.py).
+SPECIAL_TOKENS = {"bert": dict(cls="[CLS]", sep="[SEP]", pad="[PAD]", unk="[UNK]", mask="[MASK]"),
+                  "roberta": dict(cls="<s>", sep="</s>", pad="<pad>", unk="<unk>", mask="<mask>")}
 
 
 class Tokenizer:
-    """BERT's WordPiece tokenizer (the `tokenizers` library) returning padded PyTorch tensors."""
+    """A `tokenizers` tokenizer (BERT's or RoBERTa's) returning padded PyTorch tensors."""
 
     def __init__(self, tok, model_max_length=512, files=()):
         self.tok = tok
         self.model_max_length = model_max_length
         self.files = files  # the files it was loaded from, copied by save_pretrained
-        self.pad_id = tok.token_to_id("[PAD]")
+        roberta = tok.token_to_id("[PAD]") is None and tok.token_to_id("<pad>") is not None
+        self.special = SPECIAL_TOKENS["roberta" if roberta else "bert"]
+        self.pad_token = self.special["pad"]
+        self.pad_id = tok.token_to_id(self.pad_token)
+        self.mask_id = tok.token_to_id(self.special["mask"])  # None: this tokenizer cannot serve MLM
+        self.special_ids = sorted(i for i in map(tok.token_to_id, self.special.values()) if i is not None)
+        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)  # len(tokenizer) in transformers
         tok.no_truncation()
 
     def __call__(self, sentences, max_length=None, pad_to_max_length=False):
         """Token ids of sentences, padded to the longest (or to max_length) and cut at max_length tokens."""
         max_length = min(max_length or self.model_max_length, self.model_max_length)
         self.tok.enable_truncation(max_length)
-        self.tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]",
+        self.tok.enable_padding(pad_id=self.pad_id, pad_token=self.pad_token,
                                 length=max_length if pad_to_max_length else None)
         encodings = self.tok.encode_batch(list(sentences))
         as_tensor = lambda rows: torch.from_numpy(np.array(rows, dtype=np.int64).reshape(len(encodings), -1))
@@ -46,9 +60,10 @@ class Tokenizer:
 
 
 def load_tokenizer(name_or_dir):
-    """tokenizer.json when the checkpoint has one, else vocab.txt with BERT's WordPiece rules."""
+    """tokenizer.json when the checkpoint has one, else vocab.json + merges.txt with RoBERTa's rules, else
+    vocab.txt with BERT's WordPiece rules."""
     from tokenizers import Tokenizer as HFTokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
+    from tokenizers.models import BPE, WordPiece
 
     files = {f: checkpoint_file(name_or_dir, f, required=False) for f in TOKENIZER_FILES}
     config = {}
@@ -59,6 +74,14 @@ def load_tokenizer(name_or_dir):
     max_len = 512 if not isinstance(max_len, int) or max_len > 1_000_000 else max_len  # "infinite" in some configs
     if files["tokenizer.json"]:
         tok = HFTokenizer.from_file(files["tokenizer.json"])
+    elif files["vocab.json"] and files["merges.txt"]:  # RoBERTa (transformers' RobertaConverter)
+        tok = HFTokenizer(BPE.from_file(files["vocab.json"], files["merges.txt"]))
+        prefix_space = config.get("add_prefix_space", False)  # False: a sentence's first word has no space
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)  # bytes, never [UNK]
+        tok.post_processor = processors.RobertaProcessing(  # <s> A </s>, and pairs <s> A </s></s> B </s>
+            ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=prefix_space)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     elif files["vocab.txt"]:
         tok = HFTokenizer(WordPiece.from_file(files["vocab.txt"], unk_token="[UNK]"))
         lower = config.get("do_lower_case", True)
@@ -72,5 +95,6 @@ def load_tokenizer(name_or_dir):
         tok.decoder = decoders.WordPiece()
         tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     else:
-        raise FileNotFoundError(f"{name_or_dir}: no tokenizer.json or vocab.txt")
+        raise FileNotFoundError(f"{name_or_dir}: no tokenizer.json or vocab.txt (BERT), "
+                                "nor vocab.json + merges.txt (RoBERTa)")
     return Tokenizer(tok, max_len, files=[p for p in files.values() if p])

@@ -16,17 +16,19 @@ from config import TrainConfig, check, check_examples, run_command
 from distributed import Processes
 from eval_sts import default_model, dev_metrics
 from guard import NonFiniteGuard
+from mlm import MaskedLM
 from run_folder import RunFolder
 from simcse import contrastive_loss, embed_views, embedding_pooler, reset_mlp
 from speed import Speed
 from tokenizer import load_tokenizer
 
 
-def update(model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step):
+def update(model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step, mlm=None):
     """One SimCSE step: the views, the contrastive loss over the whole batch, backward, clipping, AdamW."""
     with fast.autocast():  # bf16 where it pays (speed.py)
         z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
     loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight)  # eq. 1 or eq. 5
+    loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ·L_mlm (mlm.py)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
@@ -58,6 +60,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     else:
         model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: it is not trained
     fast = Speed(procs.device, compile, cfg.precision)  # bf16, fixed shapes, compile: where they pay
+    mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank, fast.autocast) if cfg.do_mlm else None
     model.to(procs.device)
     params = [p for p in model.parameters() if p.requires_grad]
     # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
@@ -94,7 +97,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
         batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
         torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume
-        update(step_model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step)
+        update(step_model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step, mlm)
         schedule.step()
         if step % cfg.eval_steps == 0 or step == total_steps:
             evaluate_dev(step)

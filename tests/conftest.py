@@ -40,3 +40,34 @@ def tiny_checkpoint(minilm_dir, tmp_path_factory):
                                                    intermediate_size=128)).save_pretrained(folder)
     load_tokenizer(minilm_dir).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(data_root, tmp_path_factory):
+    """RoBERTa's kind of tokenizer, built here: a byte-level BPE trained on the Wikipedia training sentences,
+    in the Hugging Face layout (vocab.json + merges.txt), special tokens at fairseq's ids (<s> 0, <pad> 1)."""
+    from tokenizers import ByteLevelBPETokenizer
+    wiki = data_root / "wiki"
+    text = next(p for p in (wiki / "wiki1m_head.txt", wiki / "wiki1m_for_simcse.txt") if p.exists())
+    folder = tmp_path_factory.mktemp("roberta_tokenizer")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(text)], vocab_size=5000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+              show_progress=False)
+    bpe.save_model(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(roberta_tokenizer_dir, tmp_path_factory):
+    """A random 2-layer, 64-wide RoBERTa saved by transformers, with that tokenizer."""
+    import shutil
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_roberta")
+    transformers.RobertaModel(transformers.RobertaConfig(
+        vocab_size=5000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)).save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(f"{roberta_tokenizer_dir}/{name}", folder)
+    return str(folder)
