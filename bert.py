@@ -1,10 +1,8 @@
-"""BERT (Devlin et al., 2019), the encoder SimCSE fine-tunes, in plain PyTorch: every dropout -- unsupervised
-SimCSE's only augmentation (section 3) -- in sight. Module names are those of Hugging Face's modeling_bert.py,
-so checkpoints load both ways (checkpoint.py holds the files, tokenizer.py turns text into token ids).
-RoBERTa (Liu et al., 2019), the paper's other encoder, is this network with other positions (BertEmbeddings).
+"""BERT (Devlin et al., 2019), the encoder SimCSE fine-tunes, in plain PyTorch, every dropout -- unsupervised
+SimCSE's only augmentation (section 3) -- in sight. Modules have the names of Hugging Face's modeling_bert.py,
+so checkpoints load both ways (checkpoint.py). RoBERTa is this network with other position ids.
 
-    model = BertModel.from_pretrained("bert-base-uncased")   # or a local folder
-    out = model(**load_tokenizer("bert-base-uncased")(["A man is playing a guitar."]))  # .last_hidden_state
+    model = BertModel.from_pretrained("bert-base-uncased")   # or a local folder; tokenizer.py gives the input
 """
 from collections import namedtuple
 from dataclasses import dataclass
@@ -87,13 +85,13 @@ class BertSelfAttention(nn.Module):
         self.query = nn.Linear(c.hidden_size, c.hidden_size)
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
-        self.dropout_p = c.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(c.attention_probs_dropout_prob)  # its p, applied inside attention
 
     def forward(self, x, tokens: Tokens):  # x: (tokens, hidden)
         B, L = tokens.shape
         heads = lambda t: tokens.grid(t).view(B, L, self.num_heads, -1).transpose(1, 2)  # (B, heads, L, d)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        p = self.dropout_p if self.training else 0.0
+        p = self.dropout.p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.mask, dropout_p=p)  # softmax(qk/√d)v
         return tokens.pack(y.transpose(1, 2).reshape(B, L, -1))
 
@@ -162,8 +160,7 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(cls))
 
 
-# hidden_states (with output_hidden_states): the embeddings' output, then every layer's
-BertOutput = namedtuple("BertOutput", ["last_hidden_state", "pooler_output", "hidden_states"])
+BertOutput = namedtuple("BertOutput", "last_hidden_state pooler_output hidden_states")  # embeddings, layers
 
 
 class BertModel(nn.Module):
@@ -184,10 +181,8 @@ class BertModel(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         tokens = Tokens(attention_mask, self.pack_padding)  # the one step that drops padding (see Tokens)
         x = tokens.pack(self.embeddings(input_ids, token_type_ids))
         hidden_states = [x]
@@ -204,8 +199,6 @@ class BertModel(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Dropout):
                 m.p = p
-            elif isinstance(m, BertSelfAttention):
-                m.dropout_p = p
 
     @classmethod
     def from_pretrained(cls, name_or_dir):  # a folder or hub id in the Hugging Face layout (checkpoint.py)

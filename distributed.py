@@ -24,6 +24,10 @@ class Processes:
                 torch.cuda.set_device(self.device)
         self.master = self.rank == 0  # the one that evaluates, logs, saves and shows progress
 
+    def print(self, *args):  # the first process speaks for all
+        if self.master:
+            print(*args)
+
     def share(self, rows):  # this process's slice of a batch's rows
         n = len(rows) // self.world_size
         return rows[self.rank * n:(self.rank + 1) * n]

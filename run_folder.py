@@ -13,6 +13,7 @@ never written over by accident: a new run there refuses, naming --resume and --o
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,8 +57,18 @@ class RunFolder:
                 return json.loads(path.read_text())["config"]
         return None
 
-    def start(self, model, optimizer, schedule):
+    def start(self, model, optimizer, schedule, train_file):
         """The state to go on from: step 0, or what last/ holds with --resume."""
+        self.state = self.load(model, optimizer, schedule)
+        self.train_file = train_file  # (path, examples) as found: data.training_file may substitute or fetch
+        last = self.state["log"][-1] if self.state["log"] else {}
+        self.clock = time.perf_counter() - last.get("seconds", 0)  # seconds of training, over resumes
+        return self.state
+
+    def nonfinite(self):  # updates skipped so far (by guard.py)
+        return self.state["log"][-1]["nonfinite"] if self.state["log"] else 0
+
+    def load(self, model, optimizer, schedule):
         if self.master:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.overwrite:  # the old run's results go, all of them: none may describe the new model
@@ -78,8 +89,13 @@ class RunFolder:
         print(f"resuming {self.out} after step {state['step']}") if self.master else None
         return state
 
-    def save(self, state, record, model, tokenizer, optimizer, schedule):
+    def save(self, step, loss, metrics, nonfinite, model, tokenizer, optimizer, schedule):
         """Log an evaluation; keep the checkpoint if it is the best; save what resuming needs."""
+        state = self.state
+        record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0], **metrics, "nonfinite": nonfinite,
+                  "seconds": round(time.perf_counter() - self.clock, 1)}
+        if step == 0:  # what was trained on
+            record.update(train_file=str(self.train_file[0]), train_examples=self.train_file[1])
         state["log"].append(record)
         if state["best"] is None or record["stsb_dev"] > state["best"]["stsb_dev"]:  # never a NaN score
             state["best"] = record
@@ -88,10 +104,13 @@ class RunFolder:
         replace_folder(self.out / "last", lambda tmp: save_state(tmp, model, optimizer, schedule, state))
         write_file(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state["log"]))
 
-    def evaluate_best(self, tokenizer, pooler, device, test=True, transfer=False, progress=True):
+    def finish(self, tokenizer, pooler, device, test=True, transfer=False, progress=True):
         """best/ on the seven STS test sets (test_scores.json) and, asked, the transfer tasks."""
         from bert import BertModel
         from eval_sts import evaluate, format_table
+        best, log = self.state["best"], self.state["log"]
+        print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} (step 0: {log[0]['stsb_dev']:.2f}); "
+              f"checkpoint in {self.out / 'best'}")
         model, scores = BertModel.from_pretrained(str(self.out / "best")).to(device), {}
         if test:
             results = evaluate(model, tokenizer, pooler, "test", data_dir=self.cfg.data_dir, progress=progress)
@@ -106,7 +125,7 @@ class RunFolder:
             print(f"------ transfer tasks | {self.out / 'best'} | pooler {pooler} ------")
             print(eval_transfer.format_table(results["scores"]))
             scores["transfer"] = results["scores"]
-        return scores
+        return {"log": log, "best": best, "test": scores.get("test"), "transfer": scores.get("transfer")}
 
 
 def write_file(path: Path, text):

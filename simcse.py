@@ -1,10 +1,7 @@
-"""SimCSE (Gao, Yao & Chen, EMNLP 2021): sentence embeddings by contrastive learning.
-
-The method, in the paper's order: how a sentence embedding is read off BERT (the poolers), the two
-dropout views of a batch (section 3), the contrastive objective (eq. 1, and eq. 5 with hard negatives,
-section 4), and the analysis of section 5 (alignment and uniformity). train.py puts them to work.
-Using a trained model (`from simcse import SimCSE`, the authors' tool) lives in tool.py.
-"""
+"""SimCSE (Gao, Yao & Chen, EMNLP 2021), the method in the paper's order: the poolers (a sentence embedding
+read off BERT), two dropout views of a batch (section 3), the contrastive objective (eq. 1; eq. 5 with hard
+negatives, section 4), alignment and uniformity (section 5). train.py puts them to work; the authors' tool
+for a trained model (`from simcse import SimCSE`) lives in tool.py."""
 import torch
 import torch.nn.functional as F
 
@@ -32,8 +29,7 @@ def pool(output, attention_mask, pooler):
 
 
 def embedding_pooler(pooler, mlp_only_train):
-    """The embedding a model trained with `pooler` is used with: with the MLP in training only (unsupervised,
-    section 3), [CLS] before the MLP."""
+    """The embedding of a model trained with `pooler`: with the MLP in training only (section 3), [CLS]."""
     return "cls_before_pooler" if pooler == "cls" and mlp_only_train else pooler
 
 

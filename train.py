@@ -1,11 +1,9 @@
 """Train SimCSE: unsupervised (Wikipedia sentences, dropout as augmentation) or supervised (NLI triplets).
 
-    python train.py                                   # preset `quick`: 100 unsup. steps, all-MiniLM-L6-v2
-    python train.py --preset quick-sup --dropout 0.2  # any preset, any value overridden; --help lists them
+    python train.py --preset quick-sup --dropout 0.2   # presets, and any value overridden: see --help
     torchrun --nproc_per_node 4 train.py --preset sup-bert   # the paper's supervised run on 4 GPUs
 """
 import math
-import time
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +26,7 @@ def update(model, batch, n_views, cfg, optimizer, params, fast, procs, guard, st
     with fast.autocast():  # bf16 where it pays (speed.py)
         z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
     loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight)  # eq. 1 or eq. 5
-    loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ·L_mlm (mlm.py)
+    loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ L_mlm, mlm.py
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
@@ -42,7 +40,6 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     check(cfg)  # every flag, before any work (config.py)
     procs = Processes()  # one, or several under torchrun (distributed.py)
     run = RunFolder(cfg, resume, overwrite, procs.master)  # never clobbers a finished run (run_folder.py)
-    say = print if procs.master else lambda *a, **k: None
     train_path = data.training_file(cfg.train_file, cfg.data_dir, announce=procs.master)
     examples, _ = data.read_training_file(train_path)
     check_examples(cfg, train_path, examples, procs.world_size)
@@ -66,30 +63,24 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)  # linear to 0
-    state = run.start(model, optimizer, schedule)  # step 0, or where --resume goes on from
+    state = run.start(model, optimizer, schedule, (train_path, len(examples)))  # step 0, or --resume's
     step_model = procs.wrap(fast.prepare(model))  # compiled on a GPU; DistributedDataParallel under torchrun
-    last = state["log"][-1] if state["log"] else {}
-    guard = NonFiniteGuard(procs.device, procs, last.get("nonfinite", 0), fast.check_every)  # guard.py
-    say(f"{len(examples)} examples from {train_path}; {total_steps} step(s) of {cfg.batch_size} on "
+    guard = NonFiniteGuard(procs.device, procs, run.nonfinite(), fast.check_every)  # guard.py
+    procs.print(f"{len(examples)} examples from {train_path}; {total_steps} step(s) of {cfg.batch_size} on "
         f"{procs.world_size} process(es); model {model_name} on {procs.device}; evaluating with {pooler}")
-    start = time.perf_counter() - last.get("seconds", 0)
 
-    def evaluate_dev(step):  # STS-B dev on the first process; the others wait
-        record = {"step": step, "loss": guard.mean_loss(), "lr": schedule.get_last_lr()[0]}
+    def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
+        loss = guard.mean_loss()
         if procs.master:
-            record.update(dev_metrics(model, tokenizer, dev, pooler), nonfinite=int(guard.nonfinite.item()),
-                          seconds=round(time.perf_counter() - start, 1))
-            if step == 0:  # what was trained on, as found (data.training_file may substitute or fetch)
-                record.update(train_file=str(train_path), train_examples=len(examples))
-            run.save(state, record, model, tokenizer, optimizer, schedule)  # log, best/, last/
+            run.save(step, loss, dev_metrics(model, tokenizer, dev, pooler), int(guard.nonfinite.item()),
+                     model, tokenizer, optimizer, schedule)  # log.jsonl, best/ if better, last/
         procs.wait()
 
     if not state["log"]:
-        say("step 0: evaluating the starting model on STS-B dev ...")
+        procs.print("step 0: evaluating the starting model on STS-B dev ...")
         evaluate_dev(0)
     batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])
-    steps = range(state["step"] + 1, total_steps + 1)
-    bar = tqdm(steps, desc="train", disable=not (progress and procs.master))
+    bar = tqdm(range(state["step"] + 1, total_steps + 1), "train", disable=not (progress and procs.master))
     step_model.train()
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
@@ -104,14 +95,8 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
             bar.set_postfix(dev=f"{state['log'][-1]['stsb_dev']:.2f}") if procs.master else None
     bar.close()
     procs.end()
-    if not procs.master:
-        return None
-
-    best = state["best"]
-    say(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} (step 0: "
-        f"{state['log'][0]['stsb_dev']:.2f}); checkpoint in {run.out / 'best'}")
-    scores = run.evaluate_best(tokenizer, pooler, procs.device, test, transfer, progress)  # test sets
-    return {"log": state["log"], "best": best, "test": scores.get("test"), "transfer": scores.get("transfer")}
+    if procs.master:  # best/ on the seven STS test sets and, asked, the transfer tasks (run_folder.py)
+        return run.finish(tokenizer, pooler, procs.device, test, transfer, progress)
 
 
 if __name__ == "__main__":
