@@ -164,7 +164,7 @@ def test_loss_and_gradients_equal_the_authors_cl_forward(family, n_views):
     model.set_dropout(0.0)
     torch.manual_seed(cfg.seed)
     reset_mlp(model)
-    fast, procs = Speed(torch.device("cpu")), Processes()
+    fast, procs = Speed(torch.device("cpu"), precision="fp32"), Processes()  # as cl_forward: fp32
     mlm = MaskedLM(model, tokenizer, folder, cfg.seed, procs.rank, fast.autocast)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=0.0, fused=True)  # lr 0: gradients only
