@@ -6,6 +6,7 @@
     python bench.py train --bert-base       # the paper's model shape (random weights), e.g. on a GPU
     python bench.py run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
     python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
+    python bench.py transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
 """
 import argparse
 import copy
@@ -216,6 +217,52 @@ def senteval_transfer_style(task, splits, outer_folds=None, seed=1111):
     return result
 
 
+def bench_transfer(args):
+    """The seven transfer tasks: ours (eval_transfer: each distinct sentence encoded once, the regressions
+    trained together) against SentEval's way (its validation loops, one PyTorch regression at a time,
+    SentEvalLogReg) on the same embeddings. The whole SentEval way takes over an hour on a 2-core CPU,
+    so the reference runs the first --reference-folds of the ten outer folds of MR, CR, SUBJ and MPQA
+    (41 of their 410 regressions a fold; compared with ours on the same folds) and all of SST2, TREC and
+    MRPC; its time for the whole of a task is projected from the folds it ran."""
+    import eval_transfer
+    name = args.model or default_model()
+    tasks = args.tasks or eval_transfer.TASKS
+    print(f"model {name}, pooler {args.pooler}, torch threads {torch.get_num_threads()}")
+    model, tokenizer = BertModel.from_pretrained(name), load_tokenizer(name)
+    start = time.perf_counter()
+    inputs = eval_transfer.embed(model, tokenizer, args.pooler, eval_transfer.load_tasks(tasks, args.data_dir))
+    encoded = time.perf_counter()
+    ours, seconds = {}, {}
+    for task in tasks:
+        t0 = time.perf_counter()
+        ours[task] = eval_transfer.classify(task, inputs[task])
+        seconds[task] = time.perf_counter() - t0
+    ours_s = time.perf_counter() - start
+    scores = {task: ours[task]["acc"] for task in tasks}
+    scores["Avg"] = sum(scores.values()) / len(tasks)
+    print(f"ours (eval_transfer): {ours_s:.1f} s in all: encoding {encoded - start:.1f} s, the regressions "
+          f"{sum(seconds.values()):.1f} s ({', '.join(f'{t} {s:.1f}' for t, s in seconds.items())})")
+    print(format_table(scores))
+    if "MRPC" in ours:
+        print(f"MRPC F1 {ours['MRPC']['f1']:.2f}")
+
+    folds = args.reference_folds
+    print(f"\nSentEval way on the same embeddings (MR, CR, SUBJ, MPQA: the first {folds} of 10 outer folds)")
+    print(f"{'task':6} {'ours':>7} {'SentEval':>9} {'diff':>6}  {'ours s':>7} {'SentEval s':>11}")
+    for task in args.reference_tasks or tasks:
+        t0 = time.perf_counter()
+        reference = senteval_transfer_style(task, {k: (X.numpy(), y) for k, (X, y) in inputs[task].items()},
+                                            outer_folds=folds)
+        ref_s = time.perf_counter() - t0
+        mine, whole = ours[task]["acc"], ""
+        if task in data.BINARY_FILES and folds < 10:  # ours on the folds the reference ran
+            mine = round(float(np.mean(ours[task]["fold_acc"][:folds])), 2)
+            ref_s, whole = ref_s * 10 / folds, " (projected)"
+        extra = f"  F1 ours {ours[task]['f1']:.2f}, SentEval {reference['f1']:.2f}" if task == "MRPC" else ""
+        print(f"{task:6} {mine:7.2f} {reference['acc']:9.2f} {mine - reference['acc']:6.2f}  {seconds[task]:7.1f} "
+              f"{ref_s:11.1f}{whole}{extra}", flush=True)
+
+
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU (NVIDIA data sheets)
 
 
@@ -394,8 +441,17 @@ def main():
     se.add_argument("--queries", type=int, default=100)
     se.add_argument("--top-k", type=int, default=5)
     se.add_argument("--data-dir")
+    tf = sub.add_parser("transfer", help="the seven transfer tasks, ours vs. the SentEval way (a reduced run)")
+    tf.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    tf.add_argument("--pooler", default="avg")
+    tf.add_argument("--tasks", nargs="+", help="the tasks ours evaluates (default: all seven)")
+    tf.add_argument("--reference-tasks", nargs="+", help="the tasks the SentEval way runs (default: --tasks)")
+    tf.add_argument("--reference-folds", type=int, default=1,
+                    help="outer folds of MR, CR, SUBJ, MPQA the SentEval way runs (default: 1 of 10)")
+    tf.add_argument("--data-dir")
     args = parser.parse_args()
-    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search}[args.what](args)
+    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search,
+     "transfer": bench_transfer}[args.what](args)
 
 
 if __name__ == "__main__":

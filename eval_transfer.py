@@ -19,9 +19,8 @@ once, and the thousands of regressions train together, as batched tensors, one A
 """
 import argparse
 import json
-import math
 import time
-from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +97,8 @@ def initial_weights(dim, nclasses, seed=SEED):
     return torch.cat([layer.weight.T, layer.bias[None]]).detach()
 
 
-def train_logistic(X, y, nclasses, train_rows, dev_rows, regs, streams=None, seed=SEED, cfg=CLASSIFIER):
+def train_logistic(X, y, nclasses, train_rows, dev_rows, regs, streams=None, seed=SEED, cfg=CLASSIFIER,
+                   workers=None):
     """S x R of SentEval's logistic regressions (classifier.py PyTorchClassifier.fit), trained together.
 
     X (n, d) features and y (n,) labels, on the device to train on; train_rows[s] and dev_rows[s] the rows
@@ -106,19 +106,36 @@ def train_logistic(X, y, nclasses, train_rows, dev_rows, regs, streams=None, see
     R regressions of set s, which share its minibatches. streams[s]: the numpy generator that shuffles set
     s's passes (default: a new RandomState(seed), as each SentEval classifier seeds numpy when made).
     Returns (the weights each kept, (S, R, d + 1, nclasses) with the bias last; their best validation
-    accuracies (S, R), numpy). Sets that need as many minibatches a pass are trained in one batch."""
+    accuracies (S, R), numpy).
+
+    On a CPU the sets are dealt to `workers` threads (default: one per torch thread), each running torch
+    operations on one core: these operations are small, and the cores of a multi-threaded operation wait
+    for each other at its end (long, on a CPU shared with other work); independent workers don't. torch
+    lets go of Python's GIL inside its operations."""
     regs = np.asarray(regs, dtype=np.float64)
     streams = streams or [np.random.RandomState(seed) for _ in train_rows]
     S, R = regs.shape
-    weights = torch.empty(S, R, X.shape[1] + 1, nclasses, device=X.device)
-    accuracy = np.empty((S, R))
-    groups = defaultdict(list)  # sets by minibatches per pass: SentEval's passes have ceil(n / batch) steps
-    for s, rows in enumerate(train_rows):
-        groups[math.ceil(len(rows) / cfg.batch_size)].append(s)
-    for members in groups.values():
-        w, acc = train_group(X, y, nclasses, [train_rows[s] for s in members], [dev_rows[s] for s in members],
-                             regs[members], [streams[s] for s in members], seed, cfg)
-        weights[members], accuracy[members] = w, acc
+    cpu = X.device.type == "cpu"
+    workers = min(workers or (torch.get_num_threads() if cpu else 1), S)
+    chunks = [np.arange(k, S, workers) for k in range(workers)]  # dealt round robin: about as much work each
+
+    def run(sets):
+        if cpu:
+            torch.set_num_threads(1)  # for this thread's operations
+        return train_together(X, y, nclasses, [train_rows[s] for s in sets], [dev_rows[s] for s in sets],
+                              regs[sets], [streams[s] for s in sets], seed, cfg)
+    threads = torch.get_num_threads()
+    try:
+        if workers == 1:
+            results = [run(chunks[0])]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(run, chunks))
+    finally:
+        torch.set_num_threads(threads)
+    weights, accuracy = torch.empty(S, R, X.shape[1] + 1, nclasses), np.empty((S, R))
+    for sets, (w, acc) in zip(chunks, results):
+        weights[sets], accuracy[sets] = w, acc
     return weights, accuracy
 
 
@@ -131,61 +148,73 @@ def pad_rows(rows_list, width):
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-def train_group(X, y, nclasses, train_rows, dev_rows, regs, streams, seed, cfg):
-    """train_logistic for sets whose passes have the same number of minibatches. The S sets' R
-    regressions are one weight tensor (S, d + 1, R * nclasses): a minibatch of set s is gathered once and
-    multiplied by the weights of all its R regressions; gradients, written out for the softmax
-    cross-entropy, and Adam's step are computed for all of them at once."""
+def train_together(X, y, nclasses, train_rows, dev_rows, regs, streams, seed, cfg):
+    """train_logistic's work for one batch of sets. The R regressions of each of the S sets are one weight
+    tensor (S, C x R, d + 1): a row per class and regression, class-major (the softmax then runs over a
+    leading dimension: fast; over a last dimension of 2 it is not), the bias in the last column. A
+    minibatch of set s is gathered once and multiplied by the weights of all its R regressions; the
+    gradient of the cross-entropy, written out, and Adam's step are computed for all of them at once.
+    Sets whose passes have fewer minibatches than the longest sit out the last steps of each pass; every
+    set counts its own Adam steps."""
     device, C, B = X.device, nclasses, cfg.batch_size
     S, R = regs.shape
     n, d = X.shape
     Xa = torch.cat([X.float(), torch.ones(n, 1, device=device)], 1)  # a column of ones: the bias
-    onehot = torch.nn.functional.one_hot(y, C).float()
-    W = initial_weights(d, C, seed).to(device).repeat(S, 1, R)  # (S, d + 1, R * C)
+    W0 = initial_weights(d, C, seed).T.to(device)  # (C, d + 1), the same start for every regression
+    W = W0[:, None].expand(C, R, d + 1).reshape(1, C * R, d + 1).repeat(S, 1, 1)
     m, v = torch.zeros_like(W), torch.zeros_like(W)  # Adam's moments
-    decay = torch.tensor(regs, dtype=torch.float32, device=device).repeat_interleave(C, 1)[:, None, :]
-    steps = math.ceil(len(train_rows[0]) / B)
+    decay = torch.tensor(regs, dtype=torch.float32, device=device).repeat(1, C)[:, :, None]  # row c*R + r
     sizes = np.array([len(rows) for rows in train_rows])
+    steps = -(-sizes // B)  # minibatches a pass: the last one may be smaller
+    t = np.zeros(S, dtype=np.int64)  # Adam's step count, per set
 
     dev_idx, dev_mask = pad_rows(dev_rows, max(len(rows) for rows in dev_rows))
     dev_X, dev_y, dev_mask = Xa[dev_idx.to(device)], y[dev_idx.to(device)], dev_mask.to(device)
     dev_n = torch.tensor([len(rows) for rows in dev_rows], device=device, dtype=torch.float64)
 
     best_acc = torch.full((S, R), -1.0, dtype=torch.float64, device=device)
-    best_W = W.clone().view(S, d + 1, R, C)
+    best_W = W.clone()
     misses = torch.zeros(S, R, dtype=torch.long, device=device)  # looks without improvement so far
     stopped = torch.zeros(S, R, dtype=torch.bool, device=device)
     active = np.arange(S)  # sets still training: a set leaves once all its regressions have stopped
-    t, passes = 0, 0
+    passes = 0
     while passes <= cfg.max_epoch and len(active):  # classifier.py fit(): while nepoch <= max_epoch
         for _ in range(cfg.epoch_size):
-            # This pass's order of every active set's rows (each set's own generator, as in trainepoch),
-            # padded to whole minibatches; a row's weight is 1 / (its minibatch's size), padding's 0.
+            # This pass's order of every active set's rows (its own generator, as trainepoch), padded to the
+            # longest pass, minibatch by minibatch: idx (steps, A, B). A row's weight is 1 / (its minibatch's
+            # size), as the loss is the minibatch's mean; padding's is 0.
             order = [train_rows[s][streams[s].permutation(sizes[s])] for s in active]
-            idx, real = pad_rows(order, steps * B)
-            idx, real = idx.to(device).view(-1, steps, B), real.to(device).view(-1, steps, B).float()
-            scale = real / real.sum(-1, keepdim=True)  # the loss is the mean over the minibatch
-            for j in range(steps):
-                xb = Xa[idx[:, j]]  # (S, B, d + 1)
-                logits = torch.bmm(xb, W).view(-1, B, R, C)
-                # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / batch size
-                g = (logits.softmax(-1) - onehot[idx[:, j]][:, :, None]) * scale[:, j, :, None, None]
-                grad = torch.bmm(xb.transpose(1, 2), g.view(-1, B, R * C)).addcmul_(decay, W)  # + L2
-                t += 1  # Adam, as torch.optim.Adam computes it (weight_decay: L2 added to the gradient)
-                m.lerp_(grad, 1 - cfg.betas[0])
-                v.mul_(cfg.betas[1]).addcmul_(grad, grad, value=1 - cfg.betas[1])
-                denom = (v.sqrt() / math.sqrt(1 - cfg.betas[1] ** t)).add_(cfg.eps)
-                W.addcdiv_(m, denom, value=-cfg.lr / (1 - cfg.betas[0] ** t))
+            idx, real = pad_rows(order, steps[active].max() * B)
+            idx, real = (x.view(len(active), -1, B).transpose(0, 1).contiguous().to(device) for x in (idx, real))
+            scale = (real / real.sum(-1, keepdim=True).clamp_min(1))[:, :, None, None]  # (steps, A, 1, 1, B)
+            target = torch.nn.functional.one_hot(y[idx], C).transpose(2, 3)[:, :, :, None] * scale
+            # Which sets take each step (a set with fewer minibatches sits out the last ones), and Adam's
+            # step size and bias correction for each set at each step.
+            live = steps[active][None, :] > np.arange(len(idx))[:, None]  # (steps, A)
+            t_now = t[active] + np.cumsum(live, 0)
+            step_size, root = (torch.from_numpy(x).float().to(device)[:, :, None, None]
+                               for x in (cfg.lr / (1 - cfg.betas[0] ** t_now), np.sqrt(1 - cfg.betas[1] ** t_now)))
+            for j in range(len(idx)):
+                if live[j].all():
+                    step(W, m, v, Xa[idx[j].view(-1)], scale[j], target[j], decay, step_size[j], root[j], cfg)
+                else:  # on copies of the live sets' tensors, written back
+                    k = torch.from_numpy(np.flatnonzero(live[j])).to(device)
+                    Wk, mk, vk = W[k], m[k], v[k]
+                    step(Wk, mk, vk, Xa[idx[j, k].view(-1)], scale[j, k], target[j, k], decay[k], step_size[j, k],
+                         root[j, k], cfg)
+                    W[k], m[k], v[k] = Wk, mk, vk
+            t[active] = t_now[-1]
         passes += cfg.epoch_size
 
         # A look at the validation accuracy: keep strictly better weights; count the looks without.
         a = torch.from_numpy(active).to(device)
-        predicted = torch.bmm(dev_X, W).view(len(active), -1, R, C).argmax(-1)
-        acc = ((predicted == dev_y[..., None]) & dev_mask[..., None]).sum(1) / dev_n[:, None]
+        logits = torch.bmm(W, dev_X.transpose(1, 2)).view(len(active), C, R, -1)
+        correct = (logits.argmax(1) == dev_y[:, None]) & dev_mask[:, None]  # (A, R, dev rows)
+        acc = correct.sum(-1) / dev_n[:, None]
         live = ~stopped[a]
         better = (acc > best_acc[a]) & live
         best_acc[a] = torch.where(better, acc, best_acc[a])
-        best_W[a] = torch.where(better[:, None, :, None], W.view(len(active), d + 1, R, C), best_W[a])
+        best_W[a] = torch.where(better.repeat(1, C)[:, :, None], W, best_W[a])
         worse = live & ~better
         stopped[a] |= worse & (misses[a] >= cfg.tenacity)
         misses[a] += worse.long()
@@ -195,7 +224,28 @@ def train_group(X, y, nclasses, train_rows, dev_rows, regs, streams, seed, cfg):
             active, k = active[keep.cpu().numpy()], keep.nonzero().squeeze(1)
             W, m, v, decay = W[k], m[k], v[k], decay[k]
             dev_X, dev_y, dev_mask, dev_n = dev_X[k], dev_y[k], dev_mask[k], dev_n[k]
-    return best_W.permute(0, 2, 1, 3).cpu(), best_acc.cpu().numpy()
+    weights = best_W.view(S, C, R, d + 1).permute(0, 2, 3, 1)  # (S, R, d + 1, C)
+    return weights.cpu(), best_acc.cpu().numpy()
+
+
+def step(W, m, v, x, scale, target, decay, step_size, root, cfg):
+    """One minibatch step of A sets' regressions: weights W (A, C x R, d + 1) and Adam's moments m, v;
+    x (A x B, d + 1) the sets' minibatches, one after the other; scale (A, 1, 1, B) the rows' weights in the
+    mean loss and target (A, C, 1, B) their one-hot labels times it; decay (A, C x R, 1) the L2 strengths;
+    Adam's step size and bias correction (A, 1, 1) for each set."""
+    A, CR, d1 = W.shape
+    C, B = target.shape[1], target.shape[-1]
+    x = x.view(A, B, d1)
+    logits = torch.bmm(W, x.transpose(1, 2))  # (A, C * R, B)
+    p = logits.view(A, C, -1).softmax(1).view(A, C, -1, B)
+    grad = p.mul_(scale).sub_(target)  # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / minibatch size
+    grad = torch.bmm(grad.view(A, CR, B), x)  # (A, C * R, d + 1)
+    grad.addcmul_(decay, W)  # L2: Adam's weight_decay adds l2reg * weight to the gradient
+    # Adam, torch.optim.Adam's arithmetic op for op (its single-tensor version)
+    m.lerp_(grad, 1 - cfg.betas[0])
+    v.mul_(cfg.betas[1]).addcmul_(grad, grad, value=1 - cfg.betas[1])
+    denom = (v.sqrt() / root).add_(cfg.eps)
+    W.sub_(m * step_size / denom)
 
 
 def predict(weights, X):
@@ -209,45 +259,63 @@ def percent(correct):
 
 # --- SentEval's three protocols -------------------------------------------------------------------
 
-def inner_kfold(X, y, nclasses, k=KFOLD, seed=SEED):
+def cross_validation(labels, train, k, seed):
+    """The regressions a cross-validation on `train` (row indices) trains -- one per fold and L2 strength,
+    early-stopped on its test fold -- and, for every L2 strength, the final fit on all of train,
+    early-stopped on a random 5% (validation_split). [(training rows, validation rows, stream)]."""
+    folds = [(train[a], train[b], np.random.RandomState(seed)) for a, b in stratified_folds(labels[train], k, seed)]
+    a, b, rng = validation_split(len(train), seed)
+    return folds + [(train[a], train[b], rng)]
+
+
+def train_fits(X, y, nclasses, fits, seed):
+    """train_logistic for a list of (training rows, validation rows, stream), each with every L2 strength."""
+    return train_logistic(X, y, nclasses, [f[0] for f in fits], [f[1] for f in fits], np.tile(REGS, (len(fits), 1)),
+                          streams=[f[2] for f in fits], seed=seed)
+
+
+def choose(accuracy):
+    """SentEval's choice of L2 strength from the validation accuracies (folds, strengths): the mean over the
+    folds x100 as printed, to two decimals; np.argmax, so the first (weakest) of equal scores."""
+    scores = np.round(100 * accuracy.mean(0), 2)
+    return int(scores.argmax()), float(scores.max())
+
+
+def inner_kfold_classifier(X, y, nclasses, k=KFOLD, seed=SEED):
     """MR, CR, SUBJ, MPQA (validation.py InnerKFoldClassifier): k-fold cross-validation. In each fold, every
     L2 strength is scored by a k-fold cross-validation of the fold's training part (each regression
-    early-stopped on, and scored by, its inner test fold), the mean as printed to two decimals; the best
-    strength is trained on the training part, early-stopped on a random 5% of it, and tested on the fold.
-    All k x k x 4 inner regressions train together, then the k final ones."""
+    early-stopped on, and scored by, its inner test fold); the best is trained on the training part,
+    early-stopped on a random 5% of it, and tested on the fold.
+    The final fits are trained for every L2 strength alongside the k x k x 4 inner regressions, before
+    these have chosen: one batch of regressions rather than two in a row, and the same regressions."""
     labels = y.cpu().numpy()
     outer = stratified_folds(labels, k, seed)
-    inner = [(train[a], train[b]) for train, _ in outer for a, b in stratified_folds(labels[train], k, seed)]
-    _, inner_acc = train_logistic(X, y, nclasses, [a for a, _ in inner], [b for _, b in inner],
-                                  np.tile(REGS, (len(inner), 1)), seed=seed)
-    scores = np.round(100 * inner_acc.reshape(k, k, len(REGS)).mean(1), 2)  # (outer fold, L2 strength)
-    chosen = scores.argmax(1)  # np.argmax: the first of equal scores, i.e. the weakest L2
-    splits = [validation_split(len(train), seed) for train, _ in outer]
-    weights, _ = train_logistic(X, y, nclasses, [train[a] for (train, _), (a, _, _) in zip(outer, splits)],
-                                [train[b] for (train, _), (_, b, _) in zip(outer, splits)],
-                                np.array(REGS)[chosen][:, None], streams=[rng for *_, rng in splits], seed=seed)
-    fold_acc = [percent(predict(weights[i, 0], X[test]) == y[test]) for i, (_, test) in enumerate(outer)]
-    return {"acc": round(float(np.mean(fold_acc)), 2), "devacc": round(float(np.mean(scores.max(1))), 2),
-            "fold_acc": fold_acc, "l2reg": [REGS[c] for c in chosen], "n": len(labels)}
+    per_fold = [cross_validation(labels, train, k, seed) for train, _ in outer]  # k + 1 fits each
+    weights, accuracy = train_fits(X, y, nclasses, [f for fits in per_fold for f in fits], seed)
+    weights, accuracy = weights.view(k, k + 1, *weights.shape[1:]), accuracy.reshape(k, k + 1, -1)
+    fold_acc, chosen, dev = [], [], []
+    for i, (_, test) in enumerate(outer):
+        best, score = choose(accuracy[i, :k])
+        fold_acc.append(percent(predict(weights[i, k, best], X[test]) == y[test]))
+        chosen.append(REGS[best])
+        dev.append(score)
+    return {"acc": round(float(np.mean(fold_acc)), 2), "devacc": round(float(np.mean(dev)), 2),
+            "fold_acc": fold_acc, "l2reg": chosen, "n": len(labels)}
 
 
-def kfold(X, y, train, test, nclasses, k=KFOLD, seed=SEED):
+def kfold_classifier(X, y, train, test, nclasses, k=KFOLD, seed=SEED):
     """TREC, MRPC (validation.py KFoldClassifier): k-fold cross-validation on the training rows scores each
-    L2 strength; the best is trained on all of them, early-stopped on a random 5%, and tested.
-    Returns (results, test predictions)."""
-    folds = stratified_folds(y[train].cpu().numpy(), k, seed)
-    _, acc = train_logistic(X, y, nclasses, [train[a] for a, _ in folds], [train[b] for _, b in folds],
-                            np.tile(REGS, (k, 1)), seed=seed)
-    scores = np.round(100 * acc.mean(0), 2)
-    best = int(scores.argmax())
-    a, b, rng = validation_split(len(train), seed)
-    weights, _ = train_logistic(X, y, nclasses, [train[a]], [train[b]], [[REGS[best]]], streams=[rng], seed=seed)
-    predicted = predict(weights[0, 0], X[test])
-    return {"acc": percent(predicted == y[test]), "devacc": float(scores.max()), "l2reg": REGS[best],
+    L2 strength; the best is trained on all of them, early-stopped on a random 5%, and tested. (Here the
+    final fit is trained for every strength, alongside the cross-validation.) Returns (results, test
+    predictions)."""
+    weights, accuracy = train_fits(X, y, nclasses, cross_validation(y.cpu().numpy(), train, k, seed), seed)
+    best, score = choose(accuracy[:k])
+    predicted = predict(weights[k, best], X[test])
+    return {"acc": percent(predicted == y[test]), "devacc": score, "l2reg": REGS[best],
             "ndev": len(train), "ntest": len(test)}, predicted
 
 
-def split(X, y, train, dev, test, nclasses, seed=SEED):
+def split_classifier(X, y, train, dev, test, nclasses, seed=SEED):
     """SST2 (validation.py SplitClassifier): one regression per L2 strength on train, early-stopped on dev;
     the one with the best dev accuracy (as printed) is tested. (SentEval trains the chosen one again: with
     the same seed it is the same regression.)"""
@@ -316,31 +384,37 @@ def classify(task, splits, device="cpu", seed=SEED):
     rows = {s: np.arange(ends[i], ends[i + 1]) for i, s in enumerate(names)}
     nclasses = NCLASSES.get(task, 2)
     if task in data.BINARY_FILES:
-        return inner_kfold(X, y, nclasses, seed=seed)
+        return inner_kfold_classifier(X, y, nclasses, seed=seed)
     if task == "SST2":
-        return split(X, y, rows["train"], rows["dev"], rows["test"], nclasses, seed)
-    result, predicted = kfold(X, y, rows["train"], rows["test"], nclasses, seed=seed)
+        return split_classifier(X, y, rows["train"], rows["dev"], rows["test"], nclasses, seed)
+    result, predicted = kfold_classifier(X, y, rows["train"], rows["test"], nclasses, seed=seed)
     if task == "MRPC":
         result["f1"] = f1(predicted.cpu(), y[rows["test"]].cpu())
     return result
 
 
-def evaluate(model, tokenizer, pooler="cls", tasks=None, data_dir=None, batch_size=128, progress=False,
-             seed=SEED):
-    """{"scores": {task: test accuracy, ..., "Avg": ...}, "details": {task: SentEval's numbers}}."""
-    tasks = list(tasks or TASKS)
-    loaded = load_tasks(tasks, data_dir)
-    # Encode every distinct sentence once, all tasks together.
+def embed(model, tokenizer, pooler, loaded, batch_size=128, progress=False):
+    """{task: {split: (features, labels)}} for load_tasks' output: every distinct sentence of all the tasks
+    encoded once."""
     sentences = list(dict.fromkeys(s for parts in loaded.values() for p in parts.values()
                                    for s in p.sent1 + (p.sent2 or [])))
     index = {s: i for i, s in enumerate(sentences)}
     embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress)
+    return {task: {name: (features(embeddings, index, p), p.labels) for name, p in parts.items()}
+            for task, parts in loaded.items()}
+
+
+def evaluate(model, tokenizer, pooler="cls", tasks=None, data_dir=None, batch_size=128, progress=False,
+             seed=SEED):
+    """{"scores": {task: test accuracy, ..., "Avg": ...}, "details": {task: SentEval's numbers}}. The
+    regressions train on the model's device."""
+    tasks = list(tasks or TASKS)
+    inputs = embed(model, tokenizer, pooler, load_tasks(tasks, data_dir), batch_size, progress)
     device = next(model.parameters()).device
     details = {}
     for task in tasks:
         start = time.perf_counter()
-        splits = {name: (features(embeddings, index, p), p.labels) for name, p in loaded[task].items()}
-        details[task] = classify(task, splits, device, seed)
+        details[task] = classify(task, inputs[task], device, seed)
         details[task]["seconds"] = round(time.perf_counter() - start, 2)
         if progress:
             print(f"{task}: {details[task]['acc']:.2f} ({details[task]['seconds']:.1f}s)", flush=True)
