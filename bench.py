@@ -149,11 +149,12 @@ class SentEvalLogReg:
         return 1.0 * int((self.predict(X) == np.asarray(y)).sum()) / len(X)
 
 
-def senteval_transfer_style(task, splits, outer_folds=None, seed=1111):
+def senteval_transfer_style(task, splits, outer_folds=None, seed=1111, kfold=10):
     """One transfer task classified as SentEval does it (senteval/tools/validation.py; binary.py, sst.py,
     trec.py, mrpc.py), on given features: splits = {split: (X, labels)} in SentEval's order, as
     eval_transfer.classify takes them. scikit-learn's StratifiedKFold, one SentEvalLogReg at a time.
-    outer_folds: only the first N folds of MR, CR, SUBJ, MPQA's outer cross-validation (a reduced run).
+    outer_folds: only the first N folds of MR, CR, SUBJ, MPQA's outer cross-validation (a reduced run);
+    kfold: SentEval's params.kfold (the authors' evaluation.py: 10).
     Returns SentEval's numbers: acc, devacc (MRPC also f1; the CV tasks also fold_acc)."""
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
@@ -164,8 +165,8 @@ def senteval_transfer_style(task, splits, outer_folds=None, seed=1111):
 
     if task in data.BINARY_FILES:  # InnerKFoldClassifier
         X, y = arrays["all"]
-        skf = StratifiedKFold(n_splits=10, shuffle=True, random_state=seed)
-        innerskf = StratifiedKFold(n_splits=10, shuffle=True, random_state=seed)
+        skf = StratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
+        innerskf = StratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
         devresults, testresults = [], []
         for count, (train_idx, test_idx) in enumerate(skf.split(X, y)):
             if outer_folds is not None and count == outer_folds:
@@ -199,7 +200,7 @@ def senteval_transfer_style(task, splits, outer_folds=None, seed=1111):
         return {"acc": round(100 * clf.score(Xte, yte), 2), "devacc": float(np.max(scores))}
 
     (Xtr, ytr), (Xte, yte) = arrays["train"], arrays["test"]  # TREC, MRPC: KFoldClassifier
-    skf = StratifiedKFold(n_splits=10, shuffle=True, random_state=seed)
+    skf = StratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
     scores = []
     for reg in regs:
         scanscores = []
@@ -247,7 +248,9 @@ def bench_transfer(args):
         print(f"MRPC F1 {ours['MRPC']['f1']:.2f}")
 
     folds = args.reference_folds
-    print(f"\nSentEval way on the same embeddings (MR, CR, SUBJ, MPQA: the first {folds} of 10 outer folds)")
+    print(f"\nSentEval way on the same embeddings (MR, CR, SUBJ, MPQA: the first {folds} of 10 outer folds), "
+          "on one core: its operations are too small to gain from two, and lose much on a busy machine")
+    torch.set_num_threads(1)
     print(f"{'task':6} {'ours':>7} {'SentEval':>9} {'diff':>6}  {'ours s':>7} {'SentEval s':>11}")
     for task in args.reference_tasks or tasks:
         t0 = time.perf_counter()

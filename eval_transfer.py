@@ -119,11 +119,13 @@ def train_logistic(X, y, nclasses, train_rows, dev_rows, regs, streams=None, see
     workers = min(workers or (torch.get_num_threads() if cpu else 1), S)
     chunks = [np.arange(k, S, workers) for k in range(workers)]  # dealt round robin: about as much work each
 
+    start = initial_weights(X.shape[1], nclasses, seed).to(X.device)  # here: it draws from torch's global RNG
+
     def run(sets):
         if cpu:
             torch.set_num_threads(1)  # for this thread's operations
         return train_together(X, y, nclasses, [train_rows[s] for s in sets], [dev_rows[s] for s in sets],
-                              regs[sets], [streams[s] for s in sets], seed, cfg)
+                              regs[sets], [streams[s] for s in sets], start, cfg)
     threads = torch.get_num_threads()
     try:
         if workers == 1:
@@ -148,7 +150,7 @@ def pad_rows(rows_list, width):
     return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-def train_together(X, y, nclasses, train_rows, dev_rows, regs, streams, seed, cfg):
+def train_together(X, y, nclasses, train_rows, dev_rows, regs, streams, start, cfg):
     """train_logistic's work for one batch of sets. The R regressions of each of the S sets are one weight
     tensor (S, C x R, d + 1): a row per class and regression, class-major (the softmax then runs over a
     leading dimension: fast; over a last dimension of 2 it is not), the bias in the last column. A
@@ -160,8 +162,7 @@ def train_together(X, y, nclasses, train_rows, dev_rows, regs, streams, seed, cf
     S, R = regs.shape
     n, d = X.shape
     Xa = torch.cat([X.float(), torch.ones(n, 1, device=device)], 1)  # a column of ones: the bias
-    W0 = initial_weights(d, C, seed).T.to(device)  # (C, d + 1), the same start for every regression
-    W = W0[:, None].expand(C, R, d + 1).reshape(1, C * R, d + 1).repeat(S, 1, 1)
+    W = start.T[:, None].expand(C, R, d + 1).reshape(1, C * R, d + 1).repeat(S, 1, 1)  # the same start for all
     m, v = torch.zeros_like(W), torch.zeros_like(W)  # Adam's moments
     decay = torch.tensor(regs, dtype=torch.float32, device=device).repeat(1, C)[:, :, None]  # row c*R + r
     sizes = np.array([len(rows) for rows in train_rows])
@@ -374,9 +375,9 @@ def features(embeddings, index, part: data.Labelled):
 NCLASSES = {"TREC": 6}  # the others have 2
 
 
-def classify(task, splits, device="cpu", seed=SEED):
+def classify(task, splits, device="cpu", seed=SEED, k=KFOLD):
     """The results of one task (SentEval's dict: acc, devacc, ... ; MRPC also f1) from its splits'
-    features and labels: {split: (X (n, d), labels)}."""
+    features and labels: {split: (X (n, d), labels)}; k folds where it cross-validates."""
     names = list(splits)
     X = torch.cat([splits[s][0] for s in names]).to(device)
     y = torch.cat([torch.as_tensor(splits[s][1]) for s in names]).to(device)
@@ -384,10 +385,10 @@ def classify(task, splits, device="cpu", seed=SEED):
     rows = {s: np.arange(ends[i], ends[i + 1]) for i, s in enumerate(names)}
     nclasses = NCLASSES.get(task, 2)
     if task in data.BINARY_FILES:
-        return inner_kfold_classifier(X, y, nclasses, seed=seed)
+        return inner_kfold_classifier(X, y, nclasses, k, seed)
     if task == "SST2":
         return split_classifier(X, y, rows["train"], rows["dev"], rows["test"], nclasses, seed)
-    result, predicted = kfold_classifier(X, y, rows["train"], rows["test"], nclasses, seed=seed)
+    result, predicted = kfold_classifier(X, y, rows["train"], rows["test"], nclasses, k, seed)
     if task == "MRPC":
         result["f1"] = f1(predicted.cpu(), y[rows["test"]].cpu())
     return result
