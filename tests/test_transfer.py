@@ -171,7 +171,7 @@ def test_batched_regressions_are_senteval_loops(one_thread):
                 best = clf.fit(X[train], y[train], validation_data=(X[dev], y[dev]))
             else:  # the reference draws the same split itself
                 best = clf.fit(X[:150], y[:150], validation_split=0.05)
-            expected = torch.cat([clf.model[0].weight.T, clf.model[0].bias[None]]).detach()
+            expected = torch.cat([clf.model[0].weight, clf.model[0].bias[:, None]], 1).detach()
             assert acc[s, r] == best
             assert (weights[s, r] - expected).abs().max() < 1e-5
 
