@@ -100,10 +100,10 @@ class SentEvalLogReg:
     when made, nn.Linear, CrossEntropyLoss (a mean), Adam with weight_decay = l2reg, minibatches of 64 from
     np.random.permutation, the validation accuracy every 4 passes, a deep copy of the best model."""
 
-    def __init__(self, dim, nclasses, l2reg, seed=1111, batch_size=64, tenacity=5, epoch_size=4, max_epoch=200):
+    def __init__(self, dim, nclasses, l2reg, seed=1111, tenacity=5, epoch_size=4, max_epoch=200):
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self.batch_size, self.tenacity, self.epoch_size, self.max_epoch = batch_size, tenacity, epoch_size, max_epoch
+        self.batch_size, self.tenacity, self.epoch_size, self.max_epoch = 64, tenacity, epoch_size, max_epoch
         self.model = torch.nn.Sequential(torch.nn.Linear(dim, nclasses))
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.optimizer = torch.optim.Adam(self.model.parameters())  # utils.get_optimizer("adam"): defaults
@@ -115,7 +115,8 @@ class SentEvalLogReg:
         else:
             permutation = np.random.permutation(len(X))
             cut = int(validation_split * len(X))
-            trainX, trainy, devX, devy = X[permutation[cut:]], y[permutation[cut:]], X[permutation[:cut]], y[permutation[:cut]]
+            train, dev = permutation[cut:], permutation[:cut]
+            trainX, trainy, devX, devy = X[train], y[train], X[dev], y[dev]
         trainX, trainy = torch.FloatTensor(trainX), torch.LongTensor(trainy)
         self.nepoch, best, misses, stop = 0, -1, 0, False
         while not stop and self.nepoch <= self.max_epoch:
@@ -143,7 +144,8 @@ class SentEvalLogReg:
     def predict(self, X):
         self.model.eval()
         X = torch.FloatTensor(X)
-        return torch.cat([self.model(X[i:i + self.batch_size]).max(1)[1] for i in range(0, len(X), self.batch_size)]).numpy()
+        batches = range(0, len(X), self.batch_size)
+        return torch.cat([self.model(X[i:i + self.batch_size]).max(1)[1] for i in batches]).numpy()
 
     def score(self, X, y):
         return 1.0 * int((self.predict(X) == np.asarray(y)).sum()) / len(X)
@@ -231,7 +233,8 @@ def bench_transfer(args):
     print(f"model {name}, pooler {args.pooler}, torch threads {torch.get_num_threads()}")
     model, tokenizer = BertModel.from_pretrained(name), load_tokenizer(name)
     start = time.perf_counter()
-    inputs = eval_transfer.embed(model, tokenizer, args.pooler, eval_transfer.load_tasks(tasks, args.data_dir))
+    loaded = eval_transfer.load_tasks(tasks, args.data_dir)
+    inputs = eval_transfer.embed(model, tokenizer, args.pooler, loaded)
     encoded = time.perf_counter()
     ours, seconds = {}, {}
     for task in tasks:
@@ -262,8 +265,8 @@ def bench_transfer(args):
             mine = round(float(np.mean(ours[task]["fold_acc"][:folds])), 2)
             ref_s, whole = ref_s * 10 / folds, " (projected)"
         extra = f"  F1 ours {ours[task]['f1']:.2f}, SentEval {reference['f1']:.2f}" if task == "MRPC" else ""
-        print(f"{task:6} {mine:7.2f} {reference['acc']:9.2f} {mine - reference['acc']:6.2f}  {seconds[task]:7.1f} "
-              f"{ref_s:11.1f}{whole}{extra}", flush=True)
+        print(f"{task:6} {mine:7.2f} {reference['acc']:9.2f} {mine - reference['acc']:6.2f}  "
+              f"{seconds[task]:7.1f} {ref_s:11.1f}{whole}{extra}", flush=True)
 
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU (NVIDIA data sheets)
