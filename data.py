@@ -343,10 +343,14 @@ def require_transfer(path: Path, task: str) -> Path:
     return path
 
 
-def read_latin1_lines(path: Path):
-    """SentEval opens MR, CR, SUBJ, MPQA and TREC as latin-1 (any byte decodes) and splits lines with
-    str.splitlines(); a blank line is a sample with no words, as there (CR has 4, MPQA 3)."""
-    return path.read_bytes().decode("latin-1").splitlines()
+def read_latin1_lines(path: Path, universal_newlines=False):
+    """The lines of a file SentEval opens as latin-1 (any byte decodes): MR, CR, SUBJ, MPQA split with
+    str.splitlines() (binary.py; a blank line is a sample with no words: CR has 4, MPQA 3), TREC's read
+    line by line, i.e. at \\n, \\r\\n or \\r only (trec.py)."""
+    text = path.read_bytes().decode("latin-1")
+    if universal_newlines:
+        return [line.rstrip("\n") for line in io.StringIO(text, newline=None)]
+    return text.splitlines()
 
 
 def read_binary(folder: Path, task: str) -> Labelled:
@@ -372,7 +376,8 @@ def read_trec(path: Path) -> Labelled:
     """TREC/{train_5500,TREC_10}.label: `COARSE:fine question words ...`, latin-1. The fine label is dropped:
     the task is the six coarse classes."""
     out = Labelled([], [], source=path)
-    for lineno, line in enumerate(read_latin1_lines(require_transfer(path, "TREC")), 1):
+    lines = read_latin1_lines(require_transfer(path, "TREC"), universal_newlines=True)
+    for lineno, line in enumerate(lines, 1):
         target, _, rest = line.strip().partition(":")
         if target not in TREC_CLASSES or " " not in rest:
             raise DataError(f"{path}:{lineno}: expected `CLASS:fine question` with CLASS one of "
@@ -383,8 +388,8 @@ def read_trec(path: Path) -> Labelled:
 
 
 def read_mrpc(path: Path) -> Labelled:
-    """MRPC/msr_paraphrase_{train,test}.txt: a header line, then `label<TAB>id<TAB>id<TAB>sentence<TAB>sentence`
-    (label 1: a paraphrase)."""
+    """MRPC/msr_paraphrase_{train,test}.txt: a header line, then
+    `label<TAB>id<TAB>id<TAB>sentence<TAB>sentence` (label 1: a paraphrase)."""
     out = Labelled([], [], [], source=path)
     lines = read_lines(require_transfer(path, "MRPC"))
     for lineno, line in enumerate(lines[1:], 2):
