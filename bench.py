@@ -230,6 +230,8 @@ def bench_transfer(args):
     import eval_transfer
     name = args.model or default_model()
     tasks = args.tasks or eval_transfer.TASKS
+    if not set(args.reference_tasks or []) <= set(tasks):
+        raise SystemExit(f"error: --reference-tasks must be some of the tasks ours runs: {' '.join(tasks)}")
     print(f"model {name}, pooler {args.pooler}, torch threads {torch.get_num_threads()}")
     model, tokenizer = BertModel.from_pretrained(name), load_tokenizer(name)
     start = time.perf_counter()
