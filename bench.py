@@ -7,8 +7,10 @@
     python bench.py run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
     python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
     python bench.py index    # build_index of 200,000 sentences: peak memory, tokenised in chunks or at once
+    python bench.py transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -100,6 +102,183 @@ def bench_eval(args):
         print(f"{label}: {seconds:.1f} s, {ref_s / seconds:.2f}x the SentEval way; largest difference from ours "
               f"in fp32 {max(abs(scores[k] - fp32[k]) for k in scores):.4f}")
         print(format_table(scores))
+
+
+class SentEvalLogReg:
+    """SentEval's PyTorch logistic regression (senteval/tools/classifier.py, PyTorchClassifier + MLP with
+    nhid 0) as the authors' evaluation.py --mode test configures it, one regression at a time: seeds set
+    when made, nn.Linear, CrossEntropyLoss (a mean), Adam with weight_decay = l2reg, minibatches of 64 from
+    np.random.permutation, the validation accuracy every 4 passes, a deep copy of the best model."""
+
+    def __init__(self, dim, nclasses, l2reg, seed=1111, tenacity=5, epoch_size=4, max_epoch=200):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.batch_size, self.tenacity, self.epoch_size, self.max_epoch = 64, tenacity, epoch_size, max_epoch
+        self.model = torch.nn.Sequential(torch.nn.Linear(dim, nclasses))
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.Adam(self.model.parameters())  # utils.get_optimizer("adam"): defaults
+        self.optimizer.param_groups[0]["weight_decay"] = l2reg
+
+    def fit(self, X, y, validation_data=None, validation_split=None):
+        if validation_data is not None:
+            (trainX, trainy), (devX, devy) = (X, y), validation_data
+        else:
+            permutation = np.random.permutation(len(X))
+            cut = int(validation_split * len(X))
+            train, dev = permutation[cut:], permutation[:cut]
+            trainX, trainy, devX, devy = X[train], y[train], X[dev], y[dev]
+        trainX, trainy = torch.FloatTensor(trainX), torch.LongTensor(trainy)
+        self.nepoch, best, misses, stop = 0, -1, 0, False
+        while not stop and self.nepoch <= self.max_epoch:
+            self.model.train()
+            for _ in range(self.epoch_size):
+                permutation = np.random.permutation(len(trainX))
+                for i in range(0, len(trainX), self.batch_size):
+                    idx = torch.LongTensor(permutation[i:i + self.batch_size])
+                    loss = self.loss_fn(self.model(trainX.index_select(0, idx)), trainy.index_select(0, idx))
+                    self.optimizer.zero_grad()
+                    loss.backward()
+                    self.optimizer.step()
+            self.nepoch += self.epoch_size
+            accuracy = self.score(devX, devy)
+            if accuracy > best:
+                best, best_model = accuracy, copy.deepcopy(self.model)
+            else:
+                if misses >= self.tenacity:
+                    stop = True
+                misses += 1
+        self.model = best_model
+        return best
+
+    @torch.no_grad()
+    def predict(self, X):
+        self.model.eval()
+        X = torch.FloatTensor(X)
+        batches = range(0, len(X), self.batch_size)
+        return torch.cat([self.model(X[i:i + self.batch_size]).max(1)[1] for i in batches]).numpy()
+
+    def score(self, X, y):
+        return 1.0 * int((self.predict(X) == np.asarray(y)).sum()) / len(X)
+
+
+def senteval_transfer_style(task, splits, outer_folds=None, seed=1111, kfold=10):
+    """One transfer task classified as SentEval does it (senteval/tools/validation.py; binary.py, sst.py,
+    trec.py, mrpc.py), on given features: splits = {split: (X, labels)} in SentEval's order, as
+    eval_transfer.classify takes them. scikit-learn's StratifiedKFold, one SentEvalLogReg at a time.
+    outer_folds: only the first N folds of MR, CR, SUBJ, MPQA's outer cross-validation (a reduced run);
+    kfold: SentEval's params.kfold (the authors' evaluation.py: 10).
+    Returns SentEval's numbers: acc, devacc (MRPC also f1; the CV tasks also fold_acc)."""
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+    regs = [10 ** t for t in range(-5, -1)]
+    arrays = {k: (np.asarray(X, dtype=np.float32), np.asarray(labels)) for k, (X, labels) in splits.items()}
+    nclasses = 6 if task == "TREC" else 2
+    make = lambda reg: SentEvalLogReg(arrays[next(iter(arrays))][0].shape[1], nclasses, reg, seed)
+
+    if task in data.BINARY_FILES:  # InnerKFoldClassifier
+        X, y = arrays["all"]
+        skf = StratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
+        innerskf = StratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
+        devresults, testresults = [], []
+        for count, (train_idx, test_idx) in enumerate(skf.split(X, y)):
+            if outer_folds is not None and count == outer_folds:
+                break
+            X_train, X_test, y_train, y_test = X[train_idx], X[test_idx], y[train_idx], y[test_idx]
+            scores = []
+            for reg in regs:
+                regscores = []
+                for inner_train, inner_test in innerskf.split(X_train, y_train):
+                    clf = make(reg)
+                    clf.fit(X_train[inner_train], y_train[inner_train],
+                            validation_data=(X_train[inner_test], y_train[inner_test]))
+                    regscores.append(clf.score(X_train[inner_test], y_train[inner_test]))
+                scores.append(round(100 * np.mean(regscores), 2))
+            devresults.append(np.max(scores))
+            clf = make(regs[int(np.argmax(scores))])
+            clf.fit(X_train, y_train, validation_split=0.05)
+            testresults.append(round(100 * clf.score(X_test, y_test), 2))
+        return {"acc": round(float(np.mean(testresults)), 2), "devacc": round(float(np.mean(devresults)), 2),
+                "fold_acc": testresults}
+
+    if task == "SST2":  # SplitClassifier
+        (Xtr, ytr), (Xdev, ydev), (Xte, yte) = arrays["train"], arrays["dev"], arrays["test"]
+        scores = []
+        for reg in regs:
+            clf = make(reg)
+            clf.fit(Xtr, ytr, validation_data=(Xdev, ydev))
+            scores.append(round(100 * clf.score(Xdev, ydev), 2))
+        clf = make(regs[int(np.argmax(scores))])
+        clf.fit(Xtr, ytr, validation_data=(Xdev, ydev))
+        return {"acc": round(100 * clf.score(Xte, yte), 2), "devacc": float(np.max(scores))}
+
+    (Xtr, ytr), (Xte, yte) = arrays["train"], arrays["test"]  # TREC, MRPC: KFoldClassifier
+    skf = StratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
+    scores = []
+    for reg in regs:
+        scanscores = []
+        for train_idx, test_idx in skf.split(Xtr, ytr):
+            clf = make(reg)
+            clf.fit(Xtr[train_idx], ytr[train_idx], validation_data=(Xtr[test_idx], ytr[test_idx]))
+            scanscores.append(clf.score(Xtr[test_idx], ytr[test_idx]))
+        scores.append(round(100 * np.mean(scanscores), 2))
+    clf = make(regs[int(np.argmax(scores))])
+    clf.fit(Xtr, ytr, validation_split=0.05)
+    yhat = clf.predict(Xte)
+    result = {"acc": round(100 * clf.score(Xte, yte), 2), "devacc": float(np.max(scores))}
+    if task == "MRPC":
+        result["f1"] = round(100 * f1_score(yte, yhat), 2)
+    return result
+
+
+def bench_transfer(args):
+    """The seven transfer tasks: ours (eval_transfer: each distinct sentence encoded once, the regressions
+    trained together) against SentEval's way (its validation loops, one PyTorch regression at a time,
+    SentEvalLogReg) on the same embeddings. The whole SentEval way takes over an hour on a 2-core CPU,
+    so the reference runs the first --reference-folds of the ten outer folds of MR, CR, SUBJ and MPQA
+    (41 of their 410 regressions a fold; compared with ours on the same folds) and all of SST2, TREC and
+    MRPC; its time for the whole of a task is projected from the folds it ran."""
+    import eval_transfer
+    name = args.model or default_model()
+    tasks = args.tasks or eval_transfer.TASKS
+    if not set(args.reference_tasks or []) <= set(tasks):
+        raise SystemExit(f"error: --reference-tasks must be some of the tasks ours runs: {' '.join(tasks)}")
+    print(f"model {name}, pooler {args.pooler}, torch threads {torch.get_num_threads()}")
+    model, tokenizer = BertModel.from_pretrained(name), load_tokenizer(name)
+    start = time.perf_counter()
+    loaded = eval_transfer.load_tasks(tasks, args.data_dir)
+    inputs = eval_transfer.embed(model, tokenizer, args.pooler, loaded)
+    encoded = time.perf_counter()
+    ours, seconds = {}, {}
+    for task in tasks:
+        t0 = time.perf_counter()
+        ours[task] = eval_transfer.classify(task, inputs[task])
+        seconds[task] = time.perf_counter() - t0
+    ours_s = time.perf_counter() - start
+    scores = {task: ours[task]["acc"] for task in tasks}
+    scores["Avg"] = sum(scores.values()) / len(tasks)
+    print(f"ours (eval_transfer): {ours_s:.1f} s in all: encoding {encoded - start:.1f} s, the regressions "
+          f"{sum(seconds.values()):.1f} s ({', '.join(f'{t} {s:.1f}' for t, s in seconds.items())})")
+    print(format_table(scores))
+    if "MRPC" in ours:
+        print(f"MRPC F1 {ours['MRPC']['f1']:.2f}")
+
+    folds = args.reference_folds
+    print(f"\nSentEval way on the same embeddings (MR, CR, SUBJ, MPQA: the first {folds} of 10 outer folds), "
+          "on one core: its operations are too small to gain from two, and lose much on a busy machine")
+    torch.set_num_threads(1)
+    print(f"{'task':6} {'ours':>7} {'SentEval':>9} {'diff':>6}  {'ours s':>7} {'SentEval s':>11}")
+    for task in args.reference_tasks or tasks:
+        t0 = time.perf_counter()
+        reference = senteval_transfer_style(task, {k: (X.numpy(), y) for k, (X, y) in inputs[task].items()},
+                                            outer_folds=folds)
+        ref_s = time.perf_counter() - t0
+        mine, whole = ours[task]["acc"], ""
+        if task in data.BINARY_FILES and folds < 10:  # ours on the folds the reference ran
+            mine = round(float(np.mean(ours[task]["fold_acc"][:folds])), 2)
+            ref_s, whole = ref_s * 10 / folds, " (projected)"
+        extra = f"  F1 ours {ours[task]['f1']:.2f}, SentEval {reference['f1']:.2f}" if task == "MRPC" else ""
+        print(f"{task:6} {mine:7.2f} {reference['acc']:9.2f} {mine - reference['acc']:6.2f}  "
+              f"{seconds[task]:7.1f} {ref_s:11.1f}{whole}{extra}", flush=True)
 
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU (NVIDIA data sheets)
@@ -383,9 +562,17 @@ def main():
     ix.add_argument("--model", help=argparse.SUPPRESS)
     ix.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # one side, in a child process
     ix.add_argument("--data-dir")
+    tf = sub.add_parser("transfer", help="the seven transfer tasks, ours vs. the SentEval way (a reduced run)")
+    tf.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    tf.add_argument("--pooler", default="avg")
+    tf.add_argument("--tasks", nargs="+", help="the tasks ours evaluates (default: all seven)")
+    tf.add_argument("--reference-tasks", nargs="+", help="the tasks the SentEval way runs (default: --tasks)")
+    tf.add_argument("--reference-folds", type=int, default=1,
+                    help="outer folds of MR, CR, SUBJ, MPQA the SentEval way runs (default: 1 of 10)")
+    tf.add_argument("--data-dir")
     args = parser.parse_args()
-    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search,
-     "index": bench_index}[args.what](args)
+    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search, "index": bench_index,
+     "transfer": bench_transfer}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -329,6 +329,118 @@ def batches(n, batch_size, seed, after_step=0):
                 yield order[start:start + batch_size]
 
 
+# --- SentEval's transfer tasks (classification) ---------------------------------------------------
+# Read as SentEval reads them (senteval/binary.py, sst.py, trec.py, mrpc.py): each sentence split on
+# whitespace, and the words joined with single spaces by the SimCSE batcher (`normalize`).
+
+TRANSFER_TASKS = ["MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC"]  # the order of the authors' table
+
+# The two files of each binary task: the one labelled 1 first (SUBJ: objective is 1, as in SentEval).
+BINARY_FILES = {"MR": ("MR", "rt-polarity.pos", "rt-polarity.neg"),
+                "CR": ("CR", "custrev.pos", "custrev.neg"),
+                "SUBJ": ("SUBJ", "subj.objective", "subj.subjective"), "MPQA": ("MPQA", "mpqa.pos", "mpqa.neg")}
+TREC_CLASSES = {"ABBR": 0, "DESC": 1, "ENTY": 2, "HUM": 3, "LOC": 4, "NUM": 5}  # senteval/trec.py's ids
+
+# SentEval's sizes: the whole set (MR, CR, SUBJ, MPQA: cross-validated) or (train, dev, test) / (train, test).
+TRANSFER_SIZES = {"MR": 10662, "CR": 3775, "SUBJ": 10000, "MPQA": 10606, "SST2": (67349, 872, 1821),
+                  "TREC": (5452, 500), "MRPC": (4076, 1725)}
+
+
+@dataclass
+class Labelled:
+    """Sentences (or sentence pairs: sent2 set) with integer class labels."""
+    sent1: list
+    labels: list
+    sent2: list = None
+    source: Path = None  # the file they were read from
+
+
+def require_transfer(path: Path, task: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: not found; {task} is one of SentEval's transfer tasks, which come in the authors' "
+            f"senteval.tar beside STS/ (as {path.parent.name}/). {GET_DATA_HELP}")
+    return path
+
+
+def read_latin1_lines(path: Path, universal_newlines=False):
+    """The lines of a file SentEval opens as latin-1 (any byte decodes): MR, CR, SUBJ, MPQA split with
+    str.splitlines() (binary.py; a blank line is a sample with no words: CR has 4, MPQA 3), TREC's read
+    line by line, i.e. at \\n, \\r\\n or \\r only (trec.py)."""
+    text = path.read_bytes().decode("latin-1")
+    if universal_newlines:
+        return [line.rstrip("\n") for line in io.StringIO(text, newline=None)]
+    return text.splitlines()
+
+
+def read_binary(folder: Path, task: str) -> Labelled:
+    """MR, CR, SUBJ, MPQA: one sentence a line in two files; label 1 for the first file, 0 for the second."""
+    _, first, second = BINARY_FILES[task]
+    one, zero = (read_latin1_lines(require_transfer(folder / name, task)) for name in (first, second))
+    return Labelled([normalize(s) for s in one + zero], [1] * len(one) + [0] * len(zero), source=folder)
+
+
+def read_sst2(path: Path) -> Labelled:
+    """SST/binary/sentiment-{train,dev,test}: `sentence<TAB>label` (0 or 1), UTF-8."""
+    out = Labelled([], [], source=path)
+    for lineno, line in enumerate(read_lines(require_transfer(path, "SST2")), 1):
+        fields = line.strip().split("\t")
+        if len(fields) != 2 or fields[1] not in ("0", "1"):
+            raise DataError(f"{path}:{lineno}: expected `sentence<TAB>0 or 1`, got {line[:60]!r}")
+        out.sent1.append(normalize(fields[0]))
+        out.labels.append(int(fields[1]))
+    return out
+
+
+def read_trec(path: Path) -> Labelled:
+    """TREC/{train_5500,TREC_10}.label: `COARSE:fine question words ...`, latin-1. The fine label is dropped:
+    the task is the six coarse classes."""
+    out = Labelled([], [], source=path)
+    lines = read_latin1_lines(require_transfer(path, "TREC"), universal_newlines=True)
+    for lineno, line in enumerate(lines, 1):
+        target, _, rest = line.strip().partition(":")
+        if target not in TREC_CLASSES or " " not in rest:
+            raise DataError(f"{path}:{lineno}: expected `CLASS:fine question` with CLASS one of "
+                            f"{', '.join(TREC_CLASSES)}, got {line[:60]!r}")
+        out.sent1.append(normalize(rest.split(" ", 1)[1]))
+        out.labels.append(TREC_CLASSES[target])
+    return out
+
+
+def read_mrpc(path: Path) -> Labelled:
+    """MRPC/msr_paraphrase_{train,test}.txt: a header line, then
+    `label<TAB>id<TAB>id<TAB>sentence<TAB>sentence` (label 1: a paraphrase)."""
+    out = Labelled([], [], [], source=path)
+    lines = read_lines(require_transfer(path, "MRPC"))
+    for lineno, line in enumerate(lines[1:], 2):
+        fields = line.strip().split("\t")
+        if len(fields) < 5 or fields[0] not in ("0", "1"):
+            raise DataError(f"{path}:{lineno}: expected 5 tab-separated columns starting with 0 or 1, "
+                            f"got {len(fields)} column(s)")
+        out.labels.append(int(fields[0]))
+        out.sent1.append(normalize(fields[3]))
+        out.sent2.append(normalize(fields[4]))
+    return out
+
+
+def load_transfer(task: str, root=None) -> dict:
+    """{split: Labelled} for one of TRANSFER_TASKS, from <data-dir>/senteval/: "all" for the four
+    cross-validated tasks, train/dev/test for SST2, train/test for TREC and MRPC."""
+    senteval = senteval_dir(root)
+    if task in BINARY_FILES:
+        return {"all": read_binary(senteval / BINARY_FILES[task][0], task)}
+    if task == "SST2":
+        sst = senteval / "SST" / "binary"
+        return {split: read_sst2(sst / f"sentiment-{split}") for split in ("train", "dev", "test")}
+    if task == "TREC":
+        trec = senteval / "TREC"
+        return {"train": read_trec(trec / "train_5500.label"), "test": read_trec(trec / "TREC_10.label")}
+    if task == "MRPC":
+        mrpc = senteval / "MRPC"
+        return {split: read_mrpc(mrpc / f"msr_paraphrase_{split}.txt") for split in ("train", "test")}
+    raise ValueError(f"unknown transfer task {task!r}; expected one of {', '.join(TRANSFER_TASKS)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description="The project's data folder. " + GET_DATA_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
