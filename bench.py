@@ -242,8 +242,9 @@ def bench_transfer(args):
     tasks = args.tasks or eval_transfer.TASKS
     if not set(args.reference_tasks or []) <= set(tasks):
         raise SystemExit(f"error: --reference-tasks must be some of the tasks ours runs: {' '.join(tasks)}")
-    print(f"model {name}, pooler {args.pooler}, torch threads {torch.get_num_threads()}")
-    model, tokenizer = BertModel.from_pretrained(name), load_tokenizer(name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"model {name}, pooler {args.pooler}, on {device}, torch threads {torch.get_num_threads()}")
+    model, tokenizer = BertModel.from_pretrained(name).to(device), load_tokenizer(name)
     start = time.perf_counter()
     loaded = eval_transfer.load_tasks(tasks, args.data_dir)
     inputs = eval_transfer.embed(model, tokenizer, args.pooler, loaded)
@@ -251,7 +252,7 @@ def bench_transfer(args):
     ours, seconds = {}, {}
     for task in tasks:
         t0 = time.perf_counter()
-        ours[task] = eval_transfer.classify(task, inputs[task])
+        ours[task] = eval_transfer.classify(task, inputs[task], device)  # numbers back on the host: synced
         seconds[task] = time.perf_counter() - t0
     ours_s = time.perf_counter() - start
     scores = {task: ours[task]["acc"] for task in tasks}
@@ -267,6 +268,7 @@ def bench_transfer(args):
           "on one core: its operations are too small to gain from two, and lose much on a busy machine")
     torch.set_num_threads(1)
     print(f"{'task':6} {'ours':>7} {'SentEval':>9} {'diff':>6}  {'ours s':>7} {'SentEval s':>11}")
+    ours_total, ref_total = 0.0, 0.0
     for task in args.reference_tasks or tasks:
         t0 = time.perf_counter()
         reference = senteval_transfer_style(task, {k: (X.numpy(), y) for k, (X, y) in inputs[task].items()},
@@ -279,6 +281,9 @@ def bench_transfer(args):
         extra = f"  F1 ours {ours[task]['f1']:.2f}, SentEval {reference['f1']:.2f}" if task == "MRPC" else ""
         print(f"{task:6} {mine:7.2f} {reference['acc']:9.2f} {mine - reference['acc']:6.2f}  "
               f"{seconds[task]:7.1f} {ref_s:11.1f}{whole}{extra}", flush=True)
+        ours_total, ref_total = ours_total + seconds[task], ref_total + ref_s
+    print(f"the regressions of these tasks: ours {ours_total:.1f} s, the SentEval way {ref_total:.1f} s "
+          f"(projected to all folds): {ref_total / ours_total:.1f}x")
 
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per GPU (NVIDIA data sheets)
