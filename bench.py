@@ -341,7 +341,6 @@ def bench_train(args):
     torch.compile, fused AdamW; on a CPU: dense layers on real tokens only). On a GPU also the model FLOP
     utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak."""
     import subprocess
-    import sys
     import tempfile
     from speed import cpu_has_bf16, cpu_name
     if args.side:
@@ -495,7 +494,6 @@ def bench_index(args):
     is a tiny random BERT with the packaged tokenizer: tokenising is what differs, and a small model keeps
     the encoding short."""
     import subprocess
-    import sys
     import tempfile
     if args.chunk:
         return index_side(args)

@@ -139,6 +139,17 @@ def checkpoint_pooler(model_name_or_path):
     return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
 
 
+def load_for_evaluation(model_name, pooler=None, device="cpu"):
+    """(model, tokenizer, pooler) for the evaluation scripts; without a pooler, the checkpoint's own. Says which."""
+    check_model(model_name)  # "not found" at once
+    source = ("--pooler" if pooler else "the checkpoint's own, train_config.json"
+              if checkpoint_file(model_name, "train_config.json", required=False)
+              else "no train_config.json: cls, as the authors' tool; see --pooler")
+    pooler = pooler or checkpoint_pooler(model_name)
+    print(f"pooler {pooler} ({source})")
+    return BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name), pooler
+
+
 def format_table(scores):
     names = [("Avg." if k == "Avg" else k) for k in scores]
     cells = [f"{v:.2f}" for v in scores.values()]
@@ -179,12 +190,7 @@ def main():
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
-        check_model(model_name)
-        pooler = args.pooler or checkpoint_pooler(model_name)
-        print(f"pooler {pooler} " + ("(--pooler)" if args.pooler else "(the checkpoint's own, train_config.json)"
-                                     if checkpoint_file(model_name, "train_config.json", required=False)
-                                     else "(no train_config.json: cls, as the authors' tool; see --pooler)"))
-        model, tokenizer = BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name)
+        model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device)
         start = time.perf_counter()
         results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
                            progress=True, precision=args.precision)

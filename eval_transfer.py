@@ -28,11 +28,8 @@ import numpy as np
 import torch
 
 import data
-from bert import BertModel
-from checkpoint import check_model
-from eval_sts import checkpoint_pooler, default_model, encode, format_table
+from eval_sts import default_model, encode, format_table, load_for_evaluation
 from simcse import POOLERS
-from tokenizer import load_tokenizer
 
 TASKS = data.TRANSFER_TASKS
 NCLASSES = {"TREC": 6}  # the others have 2
@@ -449,9 +446,7 @@ def main():
     start = time.perf_counter()
     try:
         load_tasks(args.tasks or TASKS, args.data_dir)  # a bad task name or a missing file: before the model
-        check_model(model_name)
-        pooler = args.pooler or checkpoint_pooler(model_name)
-        model, tokenizer = BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name)
+        model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device)
         results = evaluate(model, tokenizer, pooler, args.tasks, args.data_dir, args.batch_size,
                            progress=True, seed=args.seed)
     except (OSError, ValueError, KeyError) as e:
