@@ -110,7 +110,8 @@ def test_interrupted_unpack_leaves_nothing(hub, tmp_path, monkeypatch):
 def test_offline_without_data_is_one_line(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     run = subprocess.run([sys.executable, "train.py", "--data-dir", str(tmp_path / "none"), "--max-steps", "2",
-                          "--no-test"], cwd=data.REPO, capture_output=True, text=True, env=env)
+                          "--no-test", "--output-dir", str(tmp_path / "run")], cwd=data.REPO, capture_output=True,
+                         text=True, env=env)
     message = run.stderr.strip()
     assert run.returncode == 1 and "Traceback" not in message and len(message.splitlines()) == 1, message
     assert "could not download wiki1m_for_simcse.txt" in message and "python data.py download" in message
