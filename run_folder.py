@@ -86,7 +86,8 @@ class RunFolder:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         state = json.loads((last / "state.json").read_text())
-        print(f"resuming {self.out} after step {state['step']}") if self.master else None
+        if self.master:
+            print(f"resuming {self.out} after step {state['step']}")
         return state
 
     def save(self, step, loss, metrics, nonfinite, model, tokenizer, optimizer, schedule):
