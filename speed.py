@@ -10,6 +10,7 @@ import contextlib
 import functools
 
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -44,7 +45,8 @@ def autocast_dtype(device, precision="auto"):
         return None
     has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
     if precision == "bf16" and not has_bf16:
-        raise ValueError(f"--precision bf16: this {device.type.upper()} has no bf16 matrix units (use fp32 or auto)")
+        raise ValueError(f"--precision bf16: this {device.type.upper()} has no bf16 matrix units "
+                         "(use fp32 or auto)")
     return torch.bfloat16 if has_bf16 else None
 
 
@@ -63,7 +65,33 @@ class Speed:
 
     def prepare(self, model):  # the model the training step runs
         model.pack_padding = not self.fixed_shapes
+        if self.device.type == "cpu":
+            fast_dropout(model)
         return torch.compile(model) if self.compile else model
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
+
+
+class FastDropout(nn.Dropout):
+    """nn.Dropout with masks drawn four at a time. PyTorch's CPU dropout draws one random number per element
+    from a generator that runs on one core, at about 5 ns each: 15% of a MiniLM step. Here one 64-bit draw
+    gives four 16-bit numbers r, and an element is kept where r >= p * 2^16: p is rounded to a multiple of
+    2^-16 (0.1 -> 0.100006); every mask is still a function of the seed."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
+        r = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-2^15, 2^15)
+        keep = r >= round(self.p * 2**16) - 2**15
+        return x.mul(keep).mul_(1 / (1 - self.p))  # as nn.Dropout: the scale in fp32, x's dtype kept
+
+
+def fast_dropout(model):
+    """Every nn.Dropout of the model replaced by a FastDropout of the same p."""
+    for name, m in list(model.named_modules()):
+        if type(m) is nn.Dropout:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, FastDropout(m.p))
