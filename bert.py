@@ -36,22 +36,25 @@ ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh
 
 class Tokens:
     """The real tokens of a padded (batch, length) batch. Every layer but attention acts on each token alone,
-    so it runs on the real tokens only, packed into a (tokens, hidden) matrix: batches are 30-60% padding.
-    Attention, where tokens meet, puts them back on the (batch, length) grid. pack=False: fixed shapes."""
+    so it runs on the real tokens only, packed into a (tokens, hidden) matrix: batches are 30-60% padding;
+    attention, where tokens meet, puts them back on the (batch, length) grid. pack=False: fixed shapes. The
+    count is padded to a multiple of 64, so that the CPU reuses the bf16 kernels it compiles for a shape."""
 
     def __init__(self, attention_mask, pack=True):
         self.shape = attention_mask.shape
-        self.index = attention_mask.flatten().nonzero().squeeze(1) if pack else None  # real tokens' positions
         self.mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): may a query see a key?
+        if pack:  # how many: the real tokens, then padding (computed, masked, ignored) up to a multiple of 64
+            n = min(-(-int(attention_mask.sum()) // 64) * 64, attention_mask.numel())
+        self.index = attention_mask.flatten().argsort(descending=True, stable=True)[:n] if pack else None
 
     def pack(self, x):  # (batch, length, d) -> (tokens, d)
         x = x.flatten(0, 1)
         return x if self.index is None else x.index_select(0, self.index)
 
-    def grid(self, x):  # (tokens, d) -> (batch, length, d), zeros at padding
-        if self.index is None:
-            return x.view(*self.shape, -1)
-        return x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x).view(*self.shape, -1)
+    def grid(self, x):  # (tokens, d) -> (batch, length, d); zeros at the padding not packed
+        if self.index is not None:
+            x = x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x)
+        return x.view(*self.shape, -1)
 
 
 class BertEmbeddings(nn.Module):
@@ -85,14 +88,17 @@ class BertSelfAttention(nn.Module):
         self.query = nn.Linear(c.hidden_size, c.hidden_size)
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
-        self.dropout = nn.Dropout(c.attention_probs_dropout_prob)  # its p, applied inside attention
+        self.dropout = nn.Dropout(c.attention_probs_dropout_prob)  # on the attention probabilities
 
     def forward(self, x, tokens: Tokens):  # x: (tokens, hidden)
         B, L = tokens.shape
         heads = lambda t: tokens.grid(t).view(B, L, self.num_heads, -1).transpose(1, 2)  # (B, heads, L, d)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        p = self.dropout.p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.mask, dropout_p=p)  # softmax(qk/√d)v
+        if self.training:  # softmax(q k^T / √d), dropout on the probabilities (augmentation too), times v
+            scores = (q @ k.transpose(2, 3) / q.shape[-1] ** 0.5).masked_fill(~tokens.mask, float("-inf"))
+            y = self.dropout(scores.softmax(-1)) @ v
+        else:  # the same function in PyTorch's fused kernel: faster, but slow with dropout on a CPU
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.mask)
         return tokens.pack(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -143,12 +149,6 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(x), x)
 
 
-class BertEncoder(nn.Module):
-    def __init__(self, c: BertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(BertLayer(c) for _ in range(c.num_hidden_layers))
-
-
 class BertPooler(nn.Module):
     """dense + tanh over [CLS]; pre-trained for next-sentence prediction, SimCSE's MLP when trained."""
 
@@ -168,7 +168,8 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
+        layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.encoder = nn.ModuleDict({"layer": layers})  # HF's BertEncoder: the layers, named encoder.layer.N
         self.pooler = BertPooler(config)
         self.pack_padding = True  # see Tokens
         self.apply(self._init_weights)

@@ -93,7 +93,6 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         if step % cfg.eval_steps == 0 or step == total_steps:
             evaluate_dev(step)
             bar.set_postfix(dev=f"{state['log'][-1]['stsb_dev']:.2f}") if procs.master else None
-    bar.close()
     procs.end()
     if procs.master:  # best/ on the seven STS test sets and, asked, the transfer tasks (run_folder.py)
         return run.finish(tokenizer, pooler, procs.device, test, transfer, progress)

@@ -66,11 +66,31 @@ def test_padding_neither_changes_real_tokens_nor_leaks(minilm_dir, batch):
     model = BertModel.from_pretrained(minilm_dir)
     padded = outputs(model, batch)
     real = batch["attention_mask"].bool()
-    assert all((h[~real] == 0).all() for h in padded.hidden_states)
+    computed = sum((h != 0).any(-1) for h in padded.hidden_states).bool()  # the packed positions
+    assert (computed | ~real).all() and int(computed.sum()) % 64 == 0  # every real one, padding up to 64k
+    assert computed.sum() < real.sum() + 64 and all(h.isfinite().all() for h in padded.hidden_states)
     for i in range(len(SENTENCES)):  # each sentence alone, unpadded
         n = int(real[i].sum())
         alone = outputs(model, {k: v[i:i + 1, :n] for k, v in batch.items()})
         assert (alone.last_hidden_state[0] - padded.last_hidden_state[i, :n]).abs().max() < 1e-5
+
+
+def test_packing_changes_no_gradient(minilm_dir, batch):
+    """Packed (the real tokens, and padding up to a multiple of 64) or not (every position, as transformers
+    computes it): the same training loss and the same gradient for every weight."""
+    from simcse import contrastive_loss, embed_views
+    results = []
+    for pack in (True, False):
+        model = BertModel.from_pretrained(minilm_dir)
+        model.set_dropout(0.0)
+        model.pack_padding = pack
+        two_views = {k: torch.cat([v, v]) for k, v in batch.items()}
+        loss = contrastive_loss(embed_views(model.train(), two_views, 2, "avg"))
+        loss.backward()
+        results.append((loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (packed, g), (full, h) = results
+    assert (packed - full).abs() < 1e-5 and g.keys() == h.keys() and len(g) > 90
+    assert all((g[n] - h[n]).abs().max() <= 1e-5 * (1 + h[n].abs().max()) for n in g)
 
 
 def test_from_pretrained_returns_eval_mode(minilm_dir):
@@ -84,7 +104,10 @@ def test_dropout_is_the_only_randomness(tiny_dir, batch):
     assert (first.last_hidden_state - second.last_hidden_state).abs().max() > 1e-3  # p = 0.1: two masks
 
     model.set_dropout(0.0)  # changed after loading: takes effect in every dropout site
-    assert torch.equal(outputs(model, batch, train=True).last_hidden_state, outputs(model, batch).last_hidden_state)
+    a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)  # nothing else draws random numbers
+    # Training writes attention out, evaluation runs PyTorch's fused kernel: the same function, other rounding.
+    assert (a.last_hidden_state - outputs(model, batch).last_hidden_state).abs().max() < 1e-5
 
     model.set_dropout(0.5)
     a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)
