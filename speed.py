@@ -2,9 +2,10 @@
 
 On a GPU: every batch padded to max_length (fixed shapes), so that the torch.compile'd step is reused;
 bf16 autocast; numbers read off the GPU only every 10 steps.
-On a CPU: the dense layers on real tokens only (bert.Tokens), no compile, and bf16 autocast where the CPU
-has bf16 matrix units (Intel AMX, AVX512-BF16 on Intel and AMD Zen 4): matrix products run in bf16,
-the weights, the optimizer and the loss stay fp32. Elsewhere, fp32.
+On a CPU: the dense layers on real tokens only (bert.Tokens), no compile, dropout masks drawn four at a
+time (FastDropout), and bf16 autocast where the CPU has bf16 matrix units (Intel AMX, AVX512-BF16 on Intel
+and AMD Zen 4): matrix products run in bf16, the weights, the optimizer and the loss stay fp32. Elsewhere,
+fp32.
 """
 import contextlib
 import functools
@@ -65,7 +66,7 @@ class Speed:
 
     def prepare(self, model):  # the model the training step runs
         model.pack_padding = not self.fixed_shapes
-        if self.device.type == "cpu":
+        if self.device.type == "cpu":  # a GPU draws its masks fast (and compiled, in the fused kernels)
             fast_dropout(model)
         return torch.compile(model) if self.compile else model
 
