@@ -1,4 +1,5 @@
-"""Benchmarks against the reference stack (transformers + the authors' SentEval loop). Prints times and ratios.
+"""Benchmarks against the reference stack (transformers + the authors' SentEval loop). Prints times and
+ratios.
 
     python bench.py eval     # full seven-task STS test evaluation: ours vs. the SentEval way
     python bench.py train    # SimCSE training steps: our BERT vs. transformers.BertModel
@@ -27,7 +28,8 @@ from eval_sts import default_model, evaluate, format_table
 from tokenizer import load_tokenizer
 
 
-def senteval_style(model, tokenizer, pooler, tasks=data.STS_TASKS, mode="test", data_dir=None, batch_size=128):
+def senteval_style(model, tokenizer, pooler, tasks=data.STS_TASKS, mode="test", data_dir=None,
+                   batch_size=128):
     """The authors' evaluation rebuilt for comparison: SentEval's STS loop around evaluation.py's batcher.
 
     `model` is a transformers.BertModel and `tokenizer` its tokenizer. Task by task and subset by subset,
@@ -57,7 +59,8 @@ def senteval_style(model, tokenizer, pooler, tasks=data.STS_TASKS, mode="test", 
     for task in tasks:
         all_sys, all_gold, per_split = [], [], {}
         for subset, pairs in data.load_sts(task, data_dir).items():
-            words = list(zip([s.split() for s in pairs.sent1], [s.split() for s in pairs.sent2], pairs.scores))
+            words = list(zip([s.split() for s in pairs.sent1], [s.split() for s in pairs.sent2],
+                             pairs.scores))
             if task in data.STS_YEARS:
                 words.sort(key=lambda z: (len(z[0]), len(z[1]), z[2]))
             sys_scores = []
@@ -90,17 +93,19 @@ def bench_eval(args):
     rows = {}
     for precision in ["fp32"] + (["bf16"] if autocast_dtype(device, "auto") else []):
         start = time.perf_counter()
-        scores = evaluate(model, tokenizer, args.pooler, "test", data_dir=args.data_dir, precision=precision)["scores"]
+        scores = evaluate(model, tokenizer, args.pooler, "test", data_dir=args.data_dir,
+                          precision=precision)["scores"]
         rows[f"ours, {precision}"] = (time.perf_counter() - start, scores)
     start = time.perf_counter()
     reference = senteval_style(transformers.BertModel.from_pretrained(name).eval(),
-                               transformers.AutoTokenizer.from_pretrained(name), args.pooler, data_dir=args.data_dir)
+                               transformers.AutoTokenizer.from_pretrained(name), args.pooler,
+                               data_dir=args.data_dir)
     rows["SentEval way (transformers, fp32)"] = (time.perf_counter() - start, reference)
     ref_s = rows["SentEval way (transformers, fp32)"][0]
     fp32 = rows["ours, fp32"][1]
     for label, (seconds, scores) in rows.items():
-        print(f"{label}: {seconds:.1f} s, {ref_s / seconds:.2f}x the SentEval way; largest difference from ours "
-              f"in fp32 {max(abs(scores[k] - fp32[k]) for k in scores):.4f}")
+        print(f"{label}: {seconds:.1f} s, {ref_s / seconds:.2f}x the SentEval way; largest difference "
+              f"from ours in fp32 {max(abs(scores[k] - fp32[k]) for k in scores):.4f}")
         print(format_table(scores))
 
 
@@ -352,8 +357,8 @@ def bench_train(args):
     results = {side: [] for side in sides}
     for _ in range(args.rounds):  # alternate, so that no side gets only the machine's better moments
         for side in sides:
-            run = subprocess.run([sys.executable, __file__, "train", *forwarded, "--side", side], capture_output=True,
-                                 text=True)
+            run = subprocess.run([sys.executable, __file__, "train", *forwarded, "--side", side],
+                                 capture_output=True, text=True)
             if run.returncode:
                 raise SystemExit(f"bench.py train --side {side} failed:\n{run.stderr[-3000:]}")
             results[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
@@ -361,9 +366,11 @@ def bench_train(args):
     info = best[sides[0]]
     device = torch.cuda.get_device_name() if cuda else cpu_name()
     print(f"model {name} ({info['layers']} layers, {info['hidden']} wide), {info['views']} sentences x batch "
-          f"{args.batch_size} from {args.train_file}, max length 32, {args.steps} timed steps after {args.warmup}, "
-          f"best of {args.rounds} rounds; {info['tokens']:.0f} real tokens a step; on {device}")
-    print(f"all rounds (ms/step): { {k: [round(1000 * x['seconds'], 1) for x in v] for k, v in results.items()} }")
+          f"{args.batch_size} from {args.train_file}, max length 32, {args.steps} timed steps after "
+          f"{args.warmup}, best of {args.rounds} rounds; {info['tokens']:.0f} real tokens a step; "
+          f"on {device}")
+    print(f"all rounds (ms/step): "
+          f"{ {k: [round(1000 * x['seconds'], 1) for x in v] for k, v in results.items()} }")
     reference = best["transformers"]["seconds"]
     print(f"{'':24s} {'ms/step':>9s} {'examples/s':>11s} {'vs transformers':>16s} {'peak memory':>12s}")
     for side, r in best.items():
@@ -405,7 +412,8 @@ def train_side(args):
     else:
         model = transformers.BertModel.from_pretrained(args.model).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0)
-        amp = torch.bfloat16 if cuda else None  # the reference's usual setting: autocast on GPUs, fp32 on CPUs
+        # the reference's usual setting: autocast on GPUs, fp32 on CPUs
+        amp = torch.bfloat16 if cuda else None
 
         def step(batch, i):
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -426,10 +434,12 @@ def train_side(args):
         seconds = (time.perf_counter() - start) / args.steps
     c = model.config
     tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:]) / args.steps
-    flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
+    flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2
+                                                + 2 * c.hidden_size * c.intermediate_size)
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
-    print(json.dumps({"seconds": seconds, "peak_mib": memory.peak, "tokens": tokens, "layers": c.num_hidden_layers,
-                      "hidden": c.hidden_size, "views": n_views, "tflops": flops / seconds / 1e12,
+    print(json.dumps({"seconds": seconds, "peak_mib": memory.peak, "tokens": tokens,
+                      "layers": c.num_hidden_layers, "hidden": c.hidden_size, "views": n_views,
+                      "tflops": flops / seconds / 1e12,
                       "mfu": 100 * flops / seconds / peak if peak else None}))
 
 
@@ -444,9 +454,9 @@ def bench_run(args):
     name = model_name(args, work / "model")
     examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
     supervised = len(examples[0]) == 3
-    cfg = TrainConfig(model=name, train_file=args.train_file, output_dir=str(work / "run"), batch_size=args.batch_size,
-                      max_steps=args.steps, eval_steps=args.eval_steps, mlp_only_train=not supervised,
-                      lr=5e-5 if supervised else 3e-5, data_dir=args.data_dir)
+    cfg = TrainConfig(model=name, train_file=args.train_file, output_dir=str(work / "run"),
+                      batch_size=args.batch_size, max_steps=args.steps, eval_steps=args.eval_steps,
+                      mlp_only_train=not supervised, lr=5e-5 if supervised else 3e-5, data_dir=args.data_dir)
     start = time.perf_counter()
     log = train(cfg, test=False)["log"]
     wall = time.perf_counter() - start
@@ -454,9 +464,10 @@ def bench_run(args):
     pace = min(segments[1:] or segments)
     paper_steps = 3 * (275_601 // 512) if supervised else 1_000_000 // 64  # sup-bert, unsup-bert
     projected = log[0]["seconds"] + pace * paper_steps / args.eval_steps
-    print(f"{args.steps} steps of {args.batch_size} ({'supervised' if supervised else 'unsupervised'}), evaluated "
-          f"every {args.eval_steps}: segments of {args.eval_steps} steps + evaluation took {[round(s, 1) for s in segments]} s;"
-          f" step-0 evaluation {log[0]['seconds']:.1f} s; the whole call {wall:.1f} s (loading and compiling included)")
+    print(f"{args.steps} steps of {args.batch_size} ({'supervised' if supervised else 'unsupervised'}), "
+          f"evaluated every {args.eval_steps}: segments of {args.eval_steps} steps + evaluation took "
+          f"{[round(s, 1) for s in segments]} s; step-0 evaluation {log[0]['seconds']:.1f} s; the whole call "
+          f"{wall:.1f} s (loading and compiling included)")
     print(f"the paper's run ({paper_steps} steps, an evaluation every {args.eval_steps}): projected "
           f"{projected / 60:.1f} min at {pace / args.eval_steps * 1000:.1f} ms per step, evaluation included")
 
@@ -471,7 +482,8 @@ def bench_search(args):
     generator = torch.Generator().manual_seed(0)
     dim = tool.model.config.hidden_size
     embeddings = torch.nn.functional.normalize(torch.randn(args.index_size, dim, generator=generator), dim=-1)
-    tool.index = {"sentences": [f"sentence {i}" for i in range(args.index_size)], "embeddings": embeddings.to(tool.device)}
+    tool.index = {"sentences": [f"sentence {i}" for i in range(args.index_size)],
+                  "embeddings": embeddings.to(tool.device)}
     tool.search(queries[:2])  # warm-up
     start = time.perf_counter()
     z = tool.encode(queries, keepdim=True).to(tool.device)
@@ -481,7 +493,8 @@ def bench_search(args):
     results = tool.search(queries, threshold=0.0, top_k=args.top_k)
     total = time.perf_counter() - found
     assert len(results) == len(queries) and all(len(r) == args.top_k for r in results)
-    print(f"{len(queries)} queries, index of {args.index_size:,} x {dim} ({embeddings.numel() * 4 / 2**20:.0f} MiB), "
+    print(f"{len(queries)} queries, index of {args.index_size:,} x {dim} "
+          f"({embeddings.numel() * 4 / 2**20:.0f} MiB), "
           f"top {args.top_k}, {tool.device}, torch threads {torch.get_num_threads()}")
     print(f"encode the queries: {encoded - start:6.3f} s")
     print(f"exact top-k:        {found - encoded:6.3f} s")
@@ -489,10 +502,10 @@ def bench_search(args):
 
 
 def bench_index(args):
-    """SimCSE.build_index of a large corpus: peak memory and time when the sentences are tokenised a chunk at a
-    time (eval_sts.encode, as used) against all at once (as before), each in a process of its own. The model
-    is a tiny random BERT with the packaged tokenizer: tokenising is what differs, and a small model keeps
-    the encoding short."""
+    """SimCSE.build_index of a large corpus: peak memory and time when the sentences are tokenised a chunk at
+    a time (eval_sts.encode, as used) against all at once (as before), each in a process of its own. The
+    model is a tiny random BERT with the packaged tokenizer: tokenising is what differs, and a small model
+    keeps the encoding short."""
     import subprocess
     import tempfile
     if args.chunk:
@@ -502,8 +515,8 @@ def bench_index(args):
     BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=128)).save_pretrained(folder)
     load_tokenizer(default_model()).save_pretrained(folder)
-    print(f"build_index of {args.index_size:,} distinct sentences (Wikipedia, numbered), a 2-layer 64-wide random "
-          f"BERT, torch threads {torch.get_num_threads()}")
+    print(f"build_index of {args.index_size:,} distinct sentences (Wikipedia, numbered), a 2-layer 64-wide "
+          f"random BERT, torch threads {torch.get_num_threads()}")
     for label, chunk in (("in chunks of 32,768 (now)", 32768), ("all at once (before)", 10**9)):
         run = subprocess.run([sys.executable, __file__, "index", "--model", str(folder), "--index-size",
                               str(args.index_size), "--chunk", str(chunk)] + (["--data-dir", args.data_dir]
@@ -512,8 +525,8 @@ def bench_index(args):
         if run.returncode:
             raise SystemExit(run.stderr[-3000:])
         r = json.loads(run.stdout.strip().splitlines()[-1])
-        print(f"{label:28s} peak memory {r['peak_mib']:7.0f} MiB (+{r['peak_mib'] - r['before_mib']:.0f} MiB while "
-              f"indexing), {r['seconds']:.1f} s")
+        print(f"{label:28s} peak memory {r['peak_mib']:7.0f} MiB "
+              f"(+{r['peak_mib'] - r['before_mib']:.0f} MiB while indexing), {r['seconds']:.1f} s")
 
 
 def index_side(args):
@@ -532,21 +545,25 @@ def index_side(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     ev = sub.add_parser("eval", help="seven-task STS test evaluation, ours vs. the SentEval way")
     ev.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
     ev.add_argument("--pooler", default="cls_before_pooler")
     ev.add_argument("--data-dir")
-    tr = sub.add_parser("train", help="time per update, ours (as train.py on this device) vs. transformers eager")
+    tr = sub.add_parser("train",
+                        help="time per update, ours (as train.py on this device) vs. transformers eager")
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--steps", type=int, default=5, help="timed steps per round")
     tr.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens there)")
     tr.add_argument("--rounds", type=int, default=2)
-    tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="on a GPU (default: on)")
+    tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="on a GPU (default: on)")
     tr.add_argument("--side", choices=TRAIN_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     ru = sub.add_parser("run", help="a timed train.py run and the projected time of the paper's whole run")
-    ru.add_argument("--batch-size", type=int, default=64, help="64: unsup-bert; 512 with an NLI file: sup-bert")
+    ru.add_argument("--batch-size", type=int, default=64,
+                    help="64: unsup-bert; 512 with an NLI file: sup-bert")
     ru.add_argument("--steps", type=int, default=375)
     ru.add_argument("--eval-steps", type=int, default=125)
     for p in (tr, ru):
@@ -565,7 +582,8 @@ def main():
     ix.add_argument("--model", help=argparse.SUPPRESS)
     ix.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # one side, in a child process
     ix.add_argument("--data-dir")
-    tf = sub.add_parser("transfer", help="the seven transfer tasks, ours vs. the SentEval way (a reduced run)")
+    tf = sub.add_parser("transfer",
+                        help="the seven transfer tasks, ours vs. the SentEval way (a reduced run)")
     tf.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
     tf.add_argument("--pooler", default="avg")
     tf.add_argument("--tasks", nargs="+", help="the tasks ours evaluates (default: all seven)")

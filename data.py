@@ -36,8 +36,8 @@ SLICE_OF = {"wiki/wiki1m_head.txt": "wiki/wiki1m_for_simcse.txt",  # small files
 GET_DATA_HELP = (
     f"Run `python data.py download` online (it fetches {', '.join(HUB_FILES.values())} from the Hugging Face "
     f"dataset {HUB_DATASET}), or download them by hand from huggingface.co/datasets/{HUB_DATASET}: unpack "
-    "senteval.tar into <data-dir>/senteval/ (it holds STS/ and SICK/), put the other two in <data-dir>/wiki/ and "
-    f"<data-dir>/nli/. Point at the folder with --data-dir or ${DATA_DIR_ENV}.")
+    "senteval.tar into <data-dir>/senteval/ (it holds STS/ and SICK/), put the other two in <data-dir>/wiki/ "
+    f"and <data-dir>/nli/. Point at the folder with --data-dir or ${DATA_DIR_ENV}.")
 
 
 class DataError(ValueError):
@@ -58,7 +58,8 @@ def require(path: Path) -> Path:
 
 
 def read_text(path: Path) -> str:
-    """A UTF-8 text file with \\n line ends (a BOM is dropped; CRLF read as LF); bad bytes are a clear error."""
+    """A UTF-8 text file with \\n line ends (a BOM is dropped; CRLF read as LF); bad bytes are a clear
+    error."""
     raw = require(Path(path)).read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -117,7 +118,8 @@ def read_sts_subset(folder: Path, subset: str) -> STSPairs:
     for lineno, (line, gold) in enumerate(zip(inputs, golds), 1):
         columns = line.split("\t")
         if len(columns) != 2:
-            raise DataError(f"{in_path}:{lineno}: expected 2 tab-separated sentences, found {len(columns)} column(s)")
+            raise DataError(f"{in_path}:{lineno}: expected 2 tab-separated sentences, "
+                            f"found {len(columns)} column(s)")
         if gold.strip() == "":
             continue
         pairs.sent1.append(normalize(columns[0]))
@@ -154,7 +156,8 @@ STS_TASKS = list(STS_YEARS) + ["STSBenchmark", "SICKRelatedness"]
 
 
 def load_sts(task: str, root=None) -> dict:
-    """{subset or split name: STSPairs} for one of STS_TASKS, read from <data-dir>/senteval/ (fetched if missing)."""
+    """{subset or split name: STSPairs} for one of STS_TASKS, read from <data-dir>/senteval/ (fetched if
+    missing)."""
     return read_senteval_task(task, senteval_dir(root))
 
 
@@ -164,7 +167,8 @@ def read_senteval_task(task: str, senteval: Path) -> dict:
         folder = require(sts / f"{task}-en-test")
         return {subset: read_sts_subset(folder, subset) for subset in STS_YEARS[task]}
     if task == "STSBenchmark":
-        return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv") for split in ("train", "dev", "test")}
+        return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv")
+                for split in ("train", "dev", "test")}
     if task == "SICKRelatedness":
         sick = senteval / "SICK"
         files = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
@@ -175,20 +179,23 @@ def read_senteval_task(task: str, senteval: Path) -> dict:
 # --- Training files (the authors' formats) ------------------------------------------------------
 
 def read_sentences(path):
-    """Unsupervised SimCSE's input: one sentence a line. Returns (sentences, number of blank lines skipped)."""
+    """Unsupervised SimCSE's input: one sentence a line. Returns (sentences, number of blank lines
+    skipped)."""
     lines = read_lines(path)
     sentences = [line.strip() for line in lines if line.strip()]
     return sentences, len(lines) - len(sentences)
 
 
 def read_nli_csv(path):
-    """Supervised SimCSE's input: a CSV with header sent0,sent1[,hard_neg] (premise, entailment[, contradiction]).
+    """Supervised SimCSE's input: a CSV with header sent0,sent1[,hard_neg]
+    (premise, entailment[, contradiction]).
 
     Returns (rows as tuples, number of blank lines and rows with a blank field skipped)."""
     reader = csv.reader(io.StringIO(read_text(path)))
     header = next(reader, None)
     if header is None or len(header) not in (2, 3):
-        raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), got {header}")
+        raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
+                        f"got {header}")
     rows, skipped = [], 0
     for row in reader:
         if not row:  # a blank line
@@ -235,7 +242,8 @@ def hub_download(filename) -> Path:
     try:
         return Path(hf_hub_download(HUB_DATASET, filename, repo_type="dataset"))
     except Exception as e:  # offline, HF_HUB_OFFLINE=1, no such file: one line that says what to do
-        raise FileNotFoundError(f"could not download {filename} ({type(e).__name__}). {GET_DATA_HELP}") from None
+        raise FileNotFoundError(f"could not download {filename} ({type(e).__name__}). "
+                                f"{GET_DATA_HELP}") from None
 
 
 def fetch_file(name, folder: Path):
@@ -259,8 +267,8 @@ def senteval_dir(root=None) -> Path:
 def unpack_senteval(tar_path: Path, folder: Path):
     """Unpack beside `folder`, check every task's scored pairs, then rename: never a half-made folder."""
     if not hasattr(tarfile, "data_filter"):  # Python 3.11.4+, 3.10.12+ and 3.9.17+ have it
-        raise DataError(f"this Python ({sys.version.split()[0]}) cannot unpack {tar_path.name} safely (no tarfile "
-                        "data filter): use Python 3.10.12+, 3.11.4+ or 3.12+")
+        raise DataError(f"this Python ({sys.version.split()[0]}) cannot unpack {tar_path.name} safely "
+                        "(no tarfile data filter): use Python 3.10.12+, 3.11.4+ or 3.12+")
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while unpacking
     try:
@@ -270,7 +278,8 @@ def unpack_senteval(tar_path: Path, folder: Path):
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"{tar_path}: cannot unpack ({type(e).__name__}: {e}); the download is damaged: "
                             "delete it and fetch it again") from None
-        inner = next((d for d in [tmp, *sorted(tmp.iterdir())] if (d / "STS").is_dir()), None)  # STS/ at the top?
+        # STS/ at the top?
+        inner = next((d for d in [tmp, *sorted(tmp.iterdir())] if (d / "STS").is_dir()), None)
         if inner is None:
             raise DataError(f"{tar_path}: no STS/ folder inside; expected SentEval's downstream/ layout")
         check_senteval(inner)
@@ -307,7 +316,8 @@ def download(root=None):
 
 def read_training_file(path):
     """(examples, skipped): each example a tuple of the sentences that form one row of a batch --
-    (s, s) for a sentence of a .txt file (two dropout views of it), (premise, entailment[, contradiction]) for a CSV."""
+    (s, s) for a sentence of a .txt file (two dropout views of it), (premise, entailment[, contradiction])
+    for a CSV."""
     path = Path(path)
     if path.suffix == ".csv":
         return read_nli_csv(path)
@@ -338,7 +348,8 @@ TRANSFER_TASKS = ["MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC"]  # the ord
 # The two files of each binary task: the one labelled 1 first (SUBJ: objective is 1, as in SentEval).
 BINARY_FILES = {"MR": ("MR", "rt-polarity.pos", "rt-polarity.neg"),
                 "CR": ("CR", "custrev.pos", "custrev.neg"),
-                "SUBJ": ("SUBJ", "subj.objective", "subj.subjective"), "MPQA": ("MPQA", "mpqa.pos", "mpqa.neg")}
+                "SUBJ": ("SUBJ", "subj.objective", "subj.subjective"),
+                "MPQA": ("MPQA", "mpqa.pos", "mpqa.neg")}
 TREC_CLASSES = {"ABBR": 0, "DESC": 1, "ENTY": 2, "HUM": 3, "LOC": 4, "NUM": 5}  # senteval/trec.py's ids
 
 # SentEval's sizes: the whole set (MR, CR, SUBJ, MPQA: cross-validated) or (train, dev, test) / (train, test).

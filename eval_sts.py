@@ -6,7 +6,7 @@ concatenated), STS-B and SICK-R on their test splits, "Avg." over the seven. --m
 dev set (and SICK-R trial), which training uses for model selection.
 
     python eval_sts.py --model bert-base-uncased --pooler avg
-    python eval_sts.py --model runs/quick/best --json scores.json   # the pooler the checkpoint was trained for
+    python eval_sts.py --model runs/quick/best --json scores.json  # the pooler the checkpoint was trained for
 """
 import argparse
 import json
@@ -32,7 +32,8 @@ YEARS = list(data.STS_YEARS)
 def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length=None, progress=False,
            chunk=32768, precision="fp32"):
     """Embeddings (len(sentences), hidden) in eval mode. Each distinct sentence is encoded once, in batches
-    of sentences of similar length (little padding), tokenised `chunk` sentences at a time (bounded memory)."""
+    of sentences of similar length (little padding), tokenised `chunk` sentences at a time (bounded
+    memory)."""
     model_was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -91,7 +92,8 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
     # Encode every distinct sentence once, all tasks together.
     sentences = list(dict.fromkeys(s for p in pairs.values() for s in p.sent1 + p.sent2))
     index = {s: i for i, s in enumerate(sentences)}
-    embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress, precision=precision)
+    embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress,
+                        precision=precision)
     indexed = {key: data.STSPairs([index[s] for s in p.sent1], [index[s] for s in p.sent2], p.scores)
                for key, p in pairs.items()}
 
@@ -140,7 +142,8 @@ def checkpoint_pooler(model_name_or_path):
 
 
 def load_for_evaluation(model_name, pooler=None, device="cpu"):
-    """(model, tokenizer, pooler) for the evaluation scripts; without a pooler, the checkpoint's own. Says which."""
+    """(model, tokenizer, pooler) for the evaluation scripts; without a pooler, the checkpoint's own. Says
+    which."""
     check_model(model_name)  # "not found" at once
     source = ("--pooler" if pooler else "the checkpoint's own, train_config.json"
               if checkpoint_file(model_name, "train_config.json", required=False)
@@ -168,21 +171,27 @@ def default_model():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None,
-                        help="checkpoint folder or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--pooler", choices=POOLERS, help="how to read a sentence embedding off BERT (default: "
-                        "the one a checkpoint of train.py was trained for, from its train_config.json; else cls)")
+                        help="checkpoint folder or Hugging Face hub id "
+                             "(default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--pooler", choices=POOLERS,
+                        help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
+                             "train.py was trained for, from its train_config.json; else cls)")
     parser.add_argument("--mode", default="test", choices=["test", "dev"],
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
-    parser.add_argument("--tasks", nargs="+", choices=data.STS_TASKS, help="a subset of the tasks (default: all of the mode's)")
+    parser.add_argument("--tasks", nargs="+", choices=data.STS_TASKS,
+                        help="a subset of the tasks (default: all of the mode's)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--data-dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
-    parser.add_argument("--batch-size", type=int, default=128, help="sentences per forward pass (default: 128)")
+    parser.add_argument("--data-dir",
+                        help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="sentences per forward pass (default: 128)")
     parser.add_argument("--subsets", action="store_true", help="also print each STS12-16 subset")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32 (default; SentEval's numbers) or bf16 autocast (about 2x faster on CPUs with AMX; "
-                             "README gives the drift); auto: bf16 where the hardware has it")
+                        help="fp32 (default; SentEval's numbers) or bf16 autocast (about 2x faster on CPUs "
+                             "with AMX; README gives the drift); auto: bf16 where the hardware has it")
     args = parser.parse_args()
 
     model_name = args.model or default_model()

@@ -428,8 +428,9 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint folder or Hugging Face hub id "
                                                       "(default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--pooler", choices=POOLERS, help="how to read a sentence embedding off BERT (default: "
-                        "the one a checkpoint of train.py was trained for, from its train_config.json; else cls)")
+    parser.add_argument("--pooler", choices=POOLERS,
+                        help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
+                             "train.py was trained for, from its train_config.json; else cls)")
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"some of the tasks: {' '.join(TASKS)} (default: all seven)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")

@@ -20,8 +20,8 @@ class NonFiniteGuard:
         self.nonfinite += bad
         self.in_a_row = (self.in_a_row + 1) * bad
         if step % self.check_every == 0 and self.in_a_row.item() >= IN_A_ROW:
-            raise FloatingPointError(f"{int(self.in_a_row.item())} non-finite losses or gradients in a row (last "
-                                     f"at step {step}); stopped. Lower --lr? best/ is untouched")
+            raise FloatingPointError(f"{int(self.in_a_row.item())} non-finite losses or gradients in a row "
+                                     f"(last at step {step}); stopped. Lower --lr? best/ is untouched")
 
     def mean_loss(self):
         """The mean finite loss since the last call, over all processes (None if there was none)."""

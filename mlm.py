@@ -104,7 +104,8 @@ class MaskedLM:
         masks (train.py), but drawn from a generator of their own: the views' dropout masks are the same with
         and without --do-mlm, and everything is the same again on resume."""
         ids = batch["input_ids"]
-        seed = hash((self.seed, self.rank, step, 1))  # not the dropout's hash((seed, rank, step)): other draws
+        # not the dropout's hash((seed, rank, step)): other draws
+        seed = hash((self.seed, self.rank, step, 1))
         generator = torch.Generator(ids.device).manual_seed(seed)
         masked, labels = mask_tokens(ids, *self.tokens, generator)
         chosen = labels != IGNORE

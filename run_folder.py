@@ -44,11 +44,12 @@ class RunFolder:
             changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
                        if saved.get(k) != now.get(k)]
             if changed:
-                raise ValueError(f"{self.out} was trained with another configuration; --resume needs the same "
-                                 f"({'; '.join(changed)})")
+                raise ValueError(f"{self.out} was trained with another configuration; --resume needs the "
+                                 f"same ({'; '.join(changed)})")
         elif held and not overwrite:
-            raise FileExistsError(f"{self.out} holds a run ({', '.join(held)}): continue it with --resume, start "
-                                  f"over with --overwrite (deletes its results), or choose another --output-dir")
+            raise FileExistsError(f"{self.out} holds a run ({', '.join(held)}): continue it with --resume, "
+                                  f"start over with --overwrite (deletes its results), or choose another "
+                                  f"--output-dir")
 
     def saved_config(self):
         recover(self.out / "last")
@@ -93,8 +94,8 @@ class RunFolder:
     def save(self, step, loss, metrics, nonfinite, model, tokenizer, optimizer, schedule):
         """Log an evaluation; keep the checkpoint if it is the best; save what resuming needs."""
         state = self.state
-        record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0], **metrics, "nonfinite": nonfinite,
-                  "seconds": round(time.perf_counter() - self.clock, 1)}
+        record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0], **metrics,
+                  "nonfinite": nonfinite, "seconds": round(time.perf_counter() - self.clock, 1)}
         if step == 0:  # what was trained on
             record.update(train_file=str(self.train_file[0]), train_examples=self.train_file[1])
         state["log"].append(record)
@@ -110,18 +111,20 @@ class RunFolder:
         from bert import BertModel
         from eval_sts import evaluate, format_table
         best, log = self.state["best"], self.state["log"]
-        print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} (step 0: {log[0]['stsb_dev']:.2f}); "
-              f"checkpoint in {self.out / 'best'}")
+        print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} "
+              f"(step 0: {log[0]['stsb_dev']:.2f}); checkpoint in {self.out / 'best'}")
         model, scores = BertModel.from_pretrained(str(self.out / "best")).to(device), {}
         if test:
-            results = evaluate(model, tokenizer, pooler, "test", data_dir=self.cfg.data_dir, progress=progress)
+            results = evaluate(model, tokenizer, pooler, "test", data_dir=self.cfg.data_dir,
+                               progress=progress)
             write_file(self.out / "test_scores.json", json.dumps(results, indent=2))
             print(f"------ STS test | {self.out / 'best'} | pooler {pooler} ------")
             print(format_table(results["scores"]))
             scores["test"] = results["scores"]
         if transfer:
             import eval_transfer
-            results = eval_transfer.evaluate(model, tokenizer, pooler, data_dir=self.cfg.data_dir, progress=progress)
+            results = eval_transfer.evaluate(model, tokenizer, pooler, data_dir=self.cfg.data_dir,
+                                             progress=progress)
             write_file(self.out / "transfer_scores.json", json.dumps(results, indent=2))
             print(f"------ transfer tasks | {self.out / 'best'} | pooler {pooler} ------")
             print(eval_transfer.format_table(results["scores"]))
@@ -164,5 +167,6 @@ def save_checkpoint(model, tokenizer, cfg, folder: Path):
 
 def save_state(folder, model, optimizer, schedule, state):
     write_safetensors(model.state_dict(), str(folder / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, folder / "optimizer.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()},
+               folder / "optimizer.pt")
     (folder / "state.json").write_text(json.dumps(state, indent=1))

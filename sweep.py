@@ -32,7 +32,8 @@ def summarize(values):
     if not values:
         return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
     return {"n": len(values), "mean": statistics.mean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else None, "min": min(values), "max": max(values)}
+            "std": statistics.stdev(values) if len(values) > 1 else None, "min": min(values),
+            "max": max(values)}
 
 
 def cell(s):
@@ -44,11 +45,14 @@ def cell(s):
 
 def write_report(out: Path, settings, runs, command):
     summary = {s: {"stsb_dev": summarize([r["stsb_dev"] for r in runs if r["setting"] == s]),
-                   "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])} for s in settings}
-    (out / "sweep.json").write_text(json.dumps({"command": command, "runs": runs, "summary": summary}, indent=2))
+                   "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])}
+               for s in settings}
+    (out / "sweep.json").write_text(json.dumps({"command": command, "runs": runs, "summary": summary},
+                                               indent=2))
     lines = ["| setting | n | best STS-B dev, mean ± std [min, max] | test Avg., mean ± std [min, max] |",
              "|---|---|---|---|"]
-    lines += [f"| `{s}` | {v['stsb_dev']['n']} | {cell(v['stsb_dev'])} | {cell(v['test_avg'])} |" for s, v in summary.items()]
+    lines += [f"| `{s}` | {v['stsb_dev']['n']} | {cell(v['stsb_dev'])} | {cell(v['test_avg'])} |"
+              for s, v in summary.items()]
     table = "\n".join(lines)
     (out / "sweep.md").write_text(f"`{command}`\n\n{table}\n")
     try:
@@ -74,13 +78,14 @@ def write_report(out: Path, settings, runs, command):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds of each setting")
     parser.add_argument("--settings", nargs="+", default=[""], metavar="FLAGS",
-                        help='one string of train.py flags per setting, e.g. "--dropout 0.1 --fixed-mask" (a lone '
-                             'flag needs a space: " --fixed-mask")')
-    parser.add_argument("--output-dir", required=True, help="the sweep's folder; each run gets a folder inside")
+                        help='one string of train.py flags per setting, e.g. "--dropout 0.1 --fixed-mask" '
+                             '(a lone flag needs a space: " --fixed-mask")')
+    parser.add_argument("--output-dir", required=True,
+                        help="the sweep's folder; each run gets a folder inside")
     args, common = parser.parse_known_args(argv)
     out = Path(args.output_dir)
     if len(set(map(folder_name, args.settings))) < len(args.settings):
@@ -104,13 +109,16 @@ def main(argv=None):
         if result_file.exists():
             print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}: done before, skipped")
         else:
-            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}{': resuming' if options['resume'] else ''}")
+            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}"
+                  f"{': resuming' if options['resume'] else ''}")
             result = train.train(cfg, **options)
-            record = {"setting": setting, "seed": seed, "folder": str(folder), "stsb_dev": result["best"]["stsb_dev"],
-                      "best_step": result["best"]["step"], "test_avg": result["test"]["Avg"] if result["test"] else None}
+            record = {"setting": setting, "seed": seed, "folder": str(folder),
+                      "stsb_dev": result["best"]["stsb_dev"], "best_step": result["best"]["step"],
+                      "test_avg": result["test"]["Avg"] if result["test"] else None}
             result_file.write_text(json.dumps(record, indent=2))
         runs.append(json.loads(result_file.read_text()))
-        table = write_report(out, args.settings, runs, command)  # after every run: a partial report survives a kill
+        # after every run: a partial report survives a kill
+        table = write_report(out, args.settings, runs, command)
     print(table)
     print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
 

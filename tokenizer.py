@@ -2,7 +2,8 @@
 PyTorch tensors.
 
     tokenizer = load_tokenizer("bert-base-uncased")   # or "roberta-base", or a local checkpoint folder
-    tokenizer(["A man is playing a guitar."], max_length=32)   # {"input_ids", "attention_mask", "token_type_ids"}
+    # {"input_ids", "attention_mask", "token_type_ids"}
+    tokenizer(["A man is playing a guitar."], max_length=32)
 
 BERT: [CLS] a man ... [SEP], lower-cased WordPiece pieces, [PAD] = 0. RoBERTa (GPT-2's byte-level BPE with
 fairseq's ids): <s> A Ġman ... </s>, not lower-cased, a word's leading space part of its token, <pad> = 1.
@@ -71,7 +72,8 @@ def load_tokenizer(name_or_dir):
         with open(files["tokenizer_config.json"], encoding="utf-8") as f:
             config = json.load(f)
     max_len = config.get("model_max_length", 512)
-    max_len = 512 if not isinstance(max_len, int) or max_len > 1_000_000 else max_len  # "infinite" in some configs
+    # "infinite" in some configs
+    max_len = 512 if not isinstance(max_len, int) or max_len > 1_000_000 else max_len
     if files["tokenizer.json"]:
         tok = HFTokenizer.from_file(files["tokenizer.json"])
     elif files["vocab.json"] and files["merges.txt"]:  # RoBERTa (transformers' RobertaConverter)

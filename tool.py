@@ -40,31 +40,37 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
         with open(os.path.join(folder, name), "w") as f:
             f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
 
-    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with SimCSE "
-              f"(https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` pooler.\n\n"
-              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path --pooler {pooler}`\n")
+    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with "
+              f"SimCSE (https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` "
+              f"pooler.\n\n"
+              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path "
+              f"--pooler {pooler}`\n")
     if pooler in ("avg_top2", "avg_first_last"):
-        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has no "
-                                    "modules.json: `SentenceTransformer(path)` would build mean pooling, a different "
-                                    "embedding.\n")
+        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has "
+                                    "no modules.json: `SentenceTransformer(path)` would build mean "
+                                    "pooling, a different embedding.\n")
         return
     hidden = model.config.hidden_size
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    write("1_Pooling/config.json", {"word_embedding_dimension": hidden, "pooling_mode_cls_token": pooler != "avg",
-                                    "pooling_mode_mean_tokens": pooler == "avg", "pooling_mode_max_tokens": False,
+    write("1_Pooling/config.json", {"word_embedding_dimension": hidden,
+                                    "pooling_mode_cls_token": pooler != "avg",
+                                    "pooling_mode_mean_tokens": pooler == "avg",
+                                    "pooling_mode_max_tokens": False,
                                     "pooling_mode_mean_sqrt_len_tokens": False})
     if pooler == "cls":  # the MLP over [CLS] is part of the embedding
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense",
+                        "type": "sentence_transformers.models.Dense"})
         write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
                                       "activation_function": "torch.nn.modules.activation.Tanh"})
-        write_safetensors({"linear.weight": model.pooler.dense.weight, "linear.bias": model.pooler.dense.bias},
+        write_safetensors({"linear.weight": model.pooler.dense.weight,
+                           "linear.bias": model.pooler.dense.bias},
                           os.path.join(folder, "2_Dense", "model.safetensors"))
     write("modules.json", modules)
     write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
     write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds this "
-                                "embedding)\n")
+    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds "
+                                "this embedding)\n")
 
 
 # --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
@@ -117,9 +123,11 @@ class SimCSE:
         return z.numpy() if return_numpy else z
 
     def similarity(self, queries, keys):
-        """Cosine similarities: a float for two sentences, else an array (queries x keys); keys may be embeddings."""
+        """Cosine similarities: a float for two sentences, else an array (queries x keys); keys may be
+        embeddings."""
         q = self.encode(queries, keepdim=True)
-        k = torch.as_tensor(keys) if isinstance(keys, (np.ndarray, torch.Tensor)) else self.encode(keys, keepdim=True)
+        k = (torch.as_tensor(keys) if isinstance(keys, (np.ndarray, torch.Tensor))
+             else self.encode(keys, keepdim=True))
         scores = (q @ F.normalize(k.reshape(-1, q.shape[1]).float(), dim=-1).T).numpy()
         if isinstance(queries, str):
             scores = scores[0]
@@ -169,19 +177,23 @@ class SimCSE:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Encode sentences or search a corpus with a SimCSE checkpoint.")
+    parser = argparse.ArgumentParser(
+        description="Encode sentences or search a corpus with a SimCSE checkpoint.")
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="embeddings of a file of sentences (one a line) to a .npy file")
     enc.add_argument("--input", required=True, help="a text file, one sentence a line (blank lines skipped)")
-    enc.add_argument("--output", required=True, help="where to write the (sentences, dim) float32 array (.npy)")
+    enc.add_argument("--output", required=True,
+                     help="where to write the (sentences, dim) float32 array (.npy)")
     search = sub.add_parser("search", help="the nearest sentences of a corpus file to each query")
     search.add_argument("--corpus", required=True, help="a text file, one sentence a line")
     search.add_argument("--query", nargs="+", required=True, help="one or more query sentences")
     search.add_argument("--top-k", type=int, default=5, help="neighbours per query (default: 5)")
-    search.add_argument("--threshold", type=float, default=0.6, help="least cosine similarity shown (default: 0.6)")
+    search.add_argument("--threshold", type=float, default=0.6,
+                        help="least cosine similarity shown (default: 0.6)")
     for p in (enc, search):
         p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
-        p.add_argument("--pooler", choices=POOLERS, help="default: the checkpoint's own (train_config.json), else cls")
+        p.add_argument("--pooler", choices=POOLERS,
+                       help="default: the checkpoint's own (train_config.json), else cls")
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default) or bf16 autocast, about twice as fast on CPUs with AMX")

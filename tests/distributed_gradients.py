@@ -1,5 +1,5 @@
-"""Run under torchrun (2 processes, gloo) by tests/test_distributed.py: the gradient of the contrastive loss of
-one global batch split over the processes, gathered our way (distributed.GatherBatch) and the authors' way
+"""Run under torchrun (2 processes, gloo) by tests/test_distributed.py: the gradient of the contrastive loss
+of one global batch split over the processes, gathered our way (distributed.GatherBatch) and the authors' way
 (cl_forward: all_gather without autograd, only the local share keeps its gradient), against one process
 holding the whole batch and encoding each share with that share's dropout masks. Two cases: supervised
 triplets through the `cls` pooler (hard-negative weight 1), and unsupervised pairs through `avg` with
@@ -50,12 +50,13 @@ def compare(model, whole, n_views, pooler, weight, world):
     for name, gather in (("ours", GatherBatch.apply), ("authors", authors_gather)):
         model.zero_grad()
         torch.manual_seed(rank)
-        loss = contrastive_loss(gather(embed_views(model, share_of(whole, n_views, rank, share), n_views, pooler)),
-                                0.05, weight)
+        loss = contrastive_loss(
+            gather(embed_views(model, share_of(whole, n_views, rank, share), n_views, pooler)), 0.05, weight)
         loss.backward()
         g = grads(model)
         dist.all_reduce(g)  # what DistributedDataParallel does: the mean of the processes' gradients
-        result[name] = {"loss": (loss - single_loss).abs().item(), "grad": (g / world - single).abs().max().item()}
+        result[name] = {"loss": (loss - single_loss).abs().item(),
+                        "grad": (g / world - single).abs().max().item()}
     return result
 
 

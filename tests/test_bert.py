@@ -20,7 +20,8 @@ SENTENCES = [
     "A woman slices an onion.",
 ]
 
-TINY = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+TINY = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,8 @@ def test_dropout_is_the_only_randomness(tiny_dir, batch):
     model.set_dropout(0.0)  # changed after loading: takes effect in every dropout site
     a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)
     assert torch.equal(a.last_hidden_state, b.last_hidden_state)  # nothing else draws random numbers
-    # Training writes attention out, evaluation runs PyTorch's fused kernel: the same function, other rounding.
+    # Training writes attention out, evaluation runs PyTorch's fused kernel: the same function, other
+    # rounding.
     assert (a.last_hidden_state - outputs(model, batch).last_hidden_state).abs().max() < 1e-5
 
     model.set_dropout(0.5)
@@ -197,6 +199,7 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
 
 
 def test_config_reads_only_bert_fields(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4, "use_cache": True}))
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4,
+                                                      "use_cache": True}))
     config = read_config(BertConfig, tmp_path / "config.json")
     assert config.hidden_size == 64 and config.num_hidden_layers == 12

@@ -40,8 +40,9 @@ def hub(data_root, tmp_path, monkeypatch):
 def test_empty_data_folder_fetches_unpacks_checks_and_trains(hub, tiny_checkpoint, tmp_path, capsys):
     _, calls = hub
     empty = tmp_path / "data"
+    # train_file: the quick preset's wiki1m_head.txt
     cfg = train.TrainConfig(model=tiny_checkpoint, data_dir=str(empty), output_dir=str(tmp_path / "run"),
-                            batch_size=8, max_steps=2, eval_steps=2)  # train_file: the quick preset's wiki1m_head.txt
+                            batch_size=8, max_steps=2, eval_steps=2)
     train.train(cfg, progress=False, test=False)
     assert sorted(calls) == ["senteval.tar", "wiki1m_for_simcse.txt"]
     assert sorted(p.name for p in empty.iterdir()) == ["senteval", "wiki"]  # no .partial left
@@ -49,7 +50,8 @@ def test_empty_data_folder_fetches_unpacks_checks_and_trains(hub, tiny_checkpoin
     out = capsys.readouterr().out
     assert "wiki1m_head.txt not found: training on the authors' full file wiki/wiki1m_for_simcse.txt" in out
     first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
-    assert first["train_file"] == str(empty / "wiki" / "wiki1m_for_simcse.txt") and first["train_examples"] == HEAD
+    assert (first["train_file"] == str(empty / "wiki" / "wiki1m_for_simcse.txt")
+            and first["train_examples"] == HEAD)
 
     calls.clear()  # a second run fetches nothing
     train.train(cfg, progress=False, test=False, overwrite=True)
@@ -75,7 +77,8 @@ def test_truncated_tar_leaves_nothing(hub, tmp_path):
     served, _ = hub
     whole = (served / "senteval.tar").read_bytes()
     (tmp_path / "data").mkdir()
-    unpack_fails(tmp_path, whole[:len(whole) // 2], r"senteval.tar: cannot unpack .* delete it and fetch it again")
+    unpack_fails(tmp_path, whole[:len(whole) // 2],
+                 r"senteval.tar: cannot unpack .* delete it and fetch it again")
 
 
 def test_wrong_pair_count_names_the_file_and_leaves_nothing(data_root, tmp_path):
@@ -90,7 +93,8 @@ def test_wrong_pair_count_names_the_file_and_leaves_nothing(data_root, tmp_path)
         info.size = len(trial)
         tar.addfile(info, io.BytesIO(trial))
     (tmp_path / "data").mkdir()
-    unpack_fails(tmp_path, buffer.getvalue(), r"SICK_trial.txt: 498 scored pairs, SentEval's SICKRelatedness dev has 500")
+    unpack_fails(tmp_path, buffer.getvalue(),
+                 r"SICK_trial.txt: 498 scored pairs, SentEval's SICKRelatedness dev has 500")
 
 
 def test_interrupted_unpack_leaves_nothing(hub, tmp_path, monkeypatch):
@@ -109,9 +113,9 @@ def test_interrupted_unpack_leaves_nothing(hub, tmp_path, monkeypatch):
 
 def test_offline_without_data_is_one_line(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    run = subprocess.run([sys.executable, "train.py", "--data-dir", str(tmp_path / "none"), "--max-steps", "2",
-                          "--no-test", "--output-dir", str(tmp_path / "run")], cwd=data.REPO, capture_output=True,
-                         text=True, env=env)
+    run = subprocess.run([sys.executable, "train.py", "--data-dir", str(tmp_path / "none"), "--max-steps",
+                          "2", "--no-test", "--output-dir", str(tmp_path / "run")], cwd=data.REPO,
+                         capture_output=True, text=True, env=env)
     message = run.stderr.strip()
     assert run.returncode == 1 and "Traceback" not in message and len(message.splitlines()) == 1, message
     assert "could not download wiki1m_for_simcse.txt" in message and "python data.py download" in message

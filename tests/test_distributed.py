@@ -17,7 +17,8 @@ def test_gradient_through_the_gathered_negatives(tmp_path):
         for case in ("cls", "avg"):  # triplets through the MLP; pairs through avg with dropout on
             scale = rank[case]["grad_scale"]
             ours, authors = rank[case]["ours"], rank[case]["authors"]
-            assert ours["loss"] < 1e-6 and ours["grad"] < 1e-5 * scale  # = one process, whole batch, same masks
+            # = one process, whole batch, same masks
+            assert ours["loss"] < 1e-6 and ours["grad"] < 1e-5 * scale
             assert authors["loss"] < 1e-6  # the same loss...
             assert authors["grad"] > 0.05 * scale  # ...but not its gradient
         assert rank["views_differ"] and rank["processes_differ"]  # each view and each process: its own masks
@@ -25,13 +26,15 @@ def test_gradient_through_the_gathered_negatives(tmp_path):
 
 def test_torchrun_run_equals_single_process_run(data_root, tmp_path):
     # --pooler avg: BERT's pooler takes no part (it crashed DistributedDataParallel at step 2 before).
-    args = ["train.py", "--preset", "quick-sup", "--max-steps", "4", "--eval-steps", "4", "--batch-size", "16",
-            "--dropout", "0", "--pooler", "avg", "--precision", "fp32", "--no-test", "--data-dir", str(data_root)]
+    args = ["train.py", "--preset", "quick-sup", "--max-steps", "4", "--eval-steps", "4", "--batch-size",
+            "16", "--dropout", "0", "--pooler", "avg", "--precision", "fp32", "--no-test", "--data-dir",
+            str(data_root)]
     for command, out in ((TORCHRUN, "A"), ([sys.executable], "B")):
-        run = subprocess.run(command + args + ["--output-dir", str(tmp_path / out)], cwd=REPO, capture_output=True,
-                             text=True)
+        run = subprocess.run(command + args + ["--output-dir", str(tmp_path / out)], cwd=REPO,
+                             capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-3000:]
-    logs = {out: [json.loads(line) for line in (tmp_path / out / "log.jsonl").read_text().splitlines()] for out in "AB"}
+    logs = {out: [json.loads(line) for line in (tmp_path / out / "log.jsonl").read_text().splitlines()]
+            for out in "AB"}
     assert [r["step"] for r in logs["A"]] == [r["step"] for r in logs["B"]] == [0, 4]
     assert abs(logs["A"][-1]["loss"] - logs["B"][-1]["loss"]) <= 1e-5
     assert abs(logs["A"][-1]["stsb_dev"] - logs["B"][-1]["stsb_dev"]) <= 1e-4

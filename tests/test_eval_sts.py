@@ -54,7 +54,8 @@ def test_bad_score_names_file_and_line(tmp_path):
 
 def test_missing_subset_file_is_named(tmp_path):
     folder = write_year(tmp_path, ["a\tb"], ["1"], subsets=("FNWN", "OnWN"))
-    with pytest.raises(FileNotFoundError, match=rf"{folder / 'STS.input.headlines.txt'}: not found.*data.py download"):
+    with pytest.raises(FileNotFoundError,
+                       match=rf"{folder / 'STS.input.headlines.txt'}: not found.*data.py download"):
         data.load_sts("STS13", tmp_path)
 
 
@@ -80,7 +81,8 @@ def test_stsb_and_sick_layouts(tmp_path):
     sick_test = data.load_sts("SICKRelatedness", tmp_path)["test"]
     assert (sick_test.sent1, sick_test.sent2, sick_test.scores) == (["A man."], ["A boy."], [4.2])
     (sick / "SICK_trial.txt").write_text(header + "1\tA man.\n")
-    with pytest.raises(data.DataError, match=r"SICK_trial.txt:2: expected at least 4 tab-separated columns, found 2"):
+    with pytest.raises(data.DataError,
+                       match=r"SICK_trial.txt:2: expected at least 4 tab-separated columns, found 2"):
         data.load_sts("SICKRelatedness", tmp_path)
 
 
@@ -91,8 +93,9 @@ def test_missing_data_dir_offline_says_how_to_get_data(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise LocalEntryNotFoundError("offline and not in the cache")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(FileNotFoundError, match=r"could not download senteval.tar \(LocalEntryNotFoundError\)\. "
-                                                r"Run `python data.py download` online.*<data-dir>/senteval/"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"could not download senteval.tar \(LocalEntryNotFoundError\)\. "
+                             r"Run `python data.py download` online.*<data-dir>/senteval/"):
         data.load_sts("STS12", tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
 
@@ -104,7 +107,8 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
 
 
 def test_real_pair_counts(data_root):
-    counts = {task: {k: len(v.scores) for k, v in data.load_sts(task, data_root).items()} for task in data.STS_TASKS}
+    counts = {task: {k: len(v.scores) for k, v in data.load_sts(task, data_root).items()}
+              for task in data.STS_TASKS}
     assert [sum(counts[y].values()) for y in data.STS_YEARS] == [3108, 1500, 3750, 3000, 1186]
     assert counts["STSBenchmark"] == {"train": 5749, "dev": 1500, "test": 1379}
     assert counts["SICKRelatedness"] == {"train": 4500, "dev": 500, "test": 4927}
@@ -146,12 +150,14 @@ def test_scores_match_independent_computation(minilm_dir, data_root, poolers):
     stsb = data.load_sts("STSBenchmark", data_root)["test"]
     sts16 = data.load_sts("STS16", data_root)
     by_length = lambda pairs: sorted(pairs, key=lambda z: (len(z[0]), len(z[1])))
-    sts16_pairs = by_length([(a, b, s) for p in sts16.values() for a, b, s in zip(p.sent1, p.sent2, p.scores)])
+    sts16_pairs = by_length([(a, b, s) for p in sts16.values()
+                             for a, b, s in zip(p.sent1, p.sent2, p.scores)])
     stsb_pairs = by_length(zip(stsb.sent1, stsb.sent2, stsb.scores))
     ref = reference_scores(minilm_dir, [(a, b) for a, b, _ in stsb_pairs + sts16_pairs], poolers)
     model, tokenizer = BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
     for pooler in poolers:
-        ours = evaluate(model, tokenizer, pooler, tasks=["STSBenchmark", "STS16"], data_dir=data_root)["scores"]
+        ours = evaluate(model, tokenizer, pooler, tasks=["STSBenchmark", "STS16"],
+                        data_dir=data_root)["scores"]
         expected_stsb = 100 * spearmanr(ref[pooler][:len(stsb_pairs)], [s for *_, s in stsb_pairs])[0]
         expected_sts16 = 100 * spearmanr(ref[pooler][len(stsb_pairs):], [s for *_, s in sts16_pairs])[0]
         assert abs(ours["STSBenchmark"] - expected_stsb) < 0.01, pooler
@@ -163,15 +169,18 @@ def test_all_poolers_agree_with_transformers_on_a_batch(minilm_dir):
     """The five poolers on one padded batch equal the definitions applied to transformers' outputs."""
     from eval_sts import encode
     from simcse import POOLERS
-    sentences = ["A man is playing a guitar.", "A woman slices an onion on a wooden board in the kitchen.", "Hi."]
+    sentences = ["A man is playing a guitar.", "A woman slices an onion on a wooden board in the kitchen.",
+                 "Hi."]
     model, tokenizer = BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
     hf = transformers.BertModel.from_pretrained(minilm_dir).eval()
-    batch = transformers.AutoTokenizer.from_pretrained(minilm_dir)(sentences, padding=True, return_tensors="pt")
+    batch = transformers.AutoTokenizer.from_pretrained(minilm_dir)(sentences, padding=True,
+                                                                   return_tensors="pt")
     with torch.no_grad():
         out = hf(**batch, output_hidden_states=True)
     m = batch["attention_mask"].unsqueeze(-1).float()
     h = out.hidden_states
-    expected = {"cls": out.pooler_output, "cls_before_pooler": h[-1][:, 0], "avg": (h[-1] * m).sum(1) / m.sum(1),
+    expected = {"cls": out.pooler_output, "cls_before_pooler": h[-1][:, 0],
+                "avg": (h[-1] * m).sum(1) / m.sum(1),
                 "avg_top2": ((h[-1] + h[-2]) / 2 * m).sum(1) / m.sum(1),
                 "avg_first_last": ((h[1] + h[-1]) / 2 * m).sum(1) / m.sum(1)}
     for pooler in POOLERS:
@@ -184,14 +193,16 @@ def test_dev_mode_and_json_cli(minilm_dir, data_root, tmp_path):
                     "--tasks", "SICKRelatedness", "--json", str(out), "--data-dir", str(data_root)],
                    check=True, cwd=data.REPO, capture_output=True)
     result = json.loads(out.read_text())
-    assert set(result["scores"]) == {"SICKRelatedness"} and result["details"]["SICKRelatedness"]["dev"]["n"] == 500
+    assert (set(result["scores"]) == {"SICKRelatedness"}
+            and result["details"]["SICKRelatedness"]["dev"]["n"] == 500)
 
 
 def test_cli_error_is_a_message_not_a_traceback(tmp_path, minilm_dir):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     run = subprocess.run([sys.executable, "eval_sts.py", "--model", minilm_dir, "--data-dir", str(tmp_path)],
                          cwd=data.REPO, capture_output=True, text=True, env=env)
-    assert run.returncode != 0 and "Traceback" not in run.stderr and "could not download senteval.tar" in run.stderr
+    assert (run.returncode != 0 and "Traceback" not in run.stderr
+            and "could not download senteval.tar" in run.stderr)
 
 
 def test_test_mode_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
@@ -213,15 +224,18 @@ def test_test_mode_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
     sick = tmp_path / "senteval" / "SICK"
     sick.mkdir()
     for split, sick_name in (("train", "SICK_train"), ("dev", "SICK_trial"), ("test", "SICK_test_annotated")):
-        (stsb / f"sts-{split}.csv").write_text("".join(f"g\tf\ty\t{i}\t{s}\t{l}\n"
-                                                       for i, (s, l) in enumerate(zip(scores(30), lines(30)))))
-        (sick / f"{sick_name}.txt").write_text("header\n" + "".join(f"{i}\t{l}\t{s}\tNEUTRAL\n"
-                                                                     for i, (s, l) in enumerate(zip(scores(30), lines(30)))))
+        (stsb / f"sts-{split}.csv").write_text(
+            "".join(f"g\tf\ty\t{i}\t{s}\t{l}\n" for i, (s, l) in enumerate(zip(scores(30), lines(30)))))
+        (sick / f"{sick_name}.txt").write_text(
+            "header\n" + "".join(f"{i}\t{l}\t{s}\tNEUTRAL\n"
+                                 for i, (s, l) in enumerate(zip(scores(30), lines(30)))))
     torch.manual_seed(0)
-    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64))
     result = evaluate(model, load_tokenizer(minilm_dir), "avg", "test", data_dir=tmp_path)
     assert list(result["scores"]) == data.STS_TASKS + ["Avg"]
-    assert result["details"]["STS12"]["all"]["n"] == 100 and result["details"]["STSBenchmark"]["test"]["n"] == 30
+    assert (result["details"]["STS12"]["all"]["n"] == 100
+            and result["details"]["STSBenchmark"]["test"]["n"] == 30)
     # As the authors' evaluation.py: the mean of the seven scores as printed (two decimals).
     assert result["scores"]["Avg"] == sum(round(result["scores"][t], 2) for t in data.STS_TASKS) / 7
     dev = evaluate(model, load_tokenizer(minilm_dir), "avg", "dev", data_dir=tmp_path)
@@ -238,19 +252,21 @@ def test_a_trained_checkpoint_is_scored_with_its_own_pooler(tiny_checkpoint, dat
     from config import TrainConfig
     from train import train
     out = tmp_path / "run"
-    train(TrainConfig(model=tiny_checkpoint, output_dir=str(out), batch_size=8, max_steps=1, data_dir=str(data_root)),
-          progress=False, test=False)  # unsupervised: an MLP in training only, [CLS] before it to evaluate
+    # unsupervised: an MLP in training only, [CLS] before it to evaluate
+    train(TrainConfig(model=tiny_checkpoint, output_dir=str(out), batch_size=8, max_steps=1,
+                      data_dir=str(data_root)), progress=False, test=False)
     expected = {str(out / "best"): "cls_before_pooler", tiny_checkpoint: "cls"}
     for model, pooler in expected.items():
-        run = subprocess.run([sys.executable, "eval_sts.py", "--model", model, "--tasks", "STSBenchmark", "--json",
-                              str(tmp_path / "s.json"), "--data-dir", str(data_root)], cwd=data.REPO,
-                             capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "eval_sts.py", "--model", model, "--tasks", "STSBenchmark",
+                              "--json", str(tmp_path / "s.json"), "--data-dir", str(data_root)],
+                             cwd=data.REPO, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-2000:]
-        assert f"pooler {pooler} (" in run.stdout and json.loads((tmp_path / "s.json").read_text())["pooler"] == pooler
+        assert (f"pooler {pooler} (" in run.stdout
+                and json.loads((tmp_path / "s.json").read_text())["pooler"] == pooler)
         best = BertModel.from_pretrained(model)
         assert json.loads((tmp_path / "s.json").read_text())["scores"]["STSBenchmark"] == pytest.approx(
-            evaluate(best, load_tokenizer(model), pooler, tasks=["STSBenchmark"], data_dir=data_root)["scores"]
-            ["STSBenchmark"], abs=1e-9)
+            evaluate(best, load_tokenizer(model), pooler, tasks=["STSBenchmark"],
+                     data_dir=data_root)["scores"]["STSBenchmark"], abs=1e-9)
 
 
 def test_encode_tokenises_in_chunks_with_the_same_embeddings(minilm_dir, data_root):

@@ -25,8 +25,10 @@ def test_notebook_runs(path, data_root, monkeypatch, tmp_path):
     work.mkdir()
     for module in REPO.glob("*.py"):  # the project's modules, importable from the copy's parent folder
         os.symlink(module, tmp_path / module.name)
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
-    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    NotebookClient(notebook, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(work)}}).execute()
+    errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
+              if o.output_type == "error"]
     assert not errors
     images = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
               if "image/png" in o.get("data", {})]

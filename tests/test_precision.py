@@ -1,5 +1,5 @@
-"""speed.py: bf16 where the hardware has it (the choice of precision, and what bf16 can promise against fp32), and
-the CPU's dropout, whose masks must still be Bernoulli(1 - p) draws fixed by the seed."""
+"""speed.py: bf16 where the hardware has it (the choice of precision, and what bf16 can promise against fp32),
+and the CPU's dropout, whose masks must still be Bernoulli(1 - p) draws fixed by the seed."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,8 @@ CPU = torch.device("cpu")
 
 def test_precision_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_bf16", lambda: True)
-    assert speed.autocast_dtype(CPU, "auto") is torch.bfloat16 and speed.autocast_dtype(CPU, "bf16") is torch.bfloat16
+    assert (speed.autocast_dtype(CPU, "auto") is torch.bfloat16
+            and speed.autocast_dtype(CPU, "bf16") is torch.bfloat16)
     assert speed.autocast_dtype(CPU, "fp32") is None
     monkeypatch.setattr(speed, "cpu_has_bf16", lambda: False)  # no bf16 units: nothing changes, fp32
     assert speed.autocast_dtype(CPU, "auto") is None
@@ -25,7 +26,8 @@ def test_precision_follows_the_hardware(monkeypatch):
 
 
 def test_cpu_flags_are_read(tmp_path, monkeypatch):
-    assert speed.cpu_has_bf16() == (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    assert speed.cpu_has_bf16() == (torch.cpu._is_amx_tile_supported()
+                                    or torch.cpu._is_avx512_bf16_supported())
 
 
 @pytest.mark.skipif(not speed.cpu_has_bf16(), reason="this CPU has no bf16 matrix units")
@@ -57,8 +59,9 @@ def test_bf16_embeddings_stay_close_to_fp32(minilm_dir, data_root):
 
 @pytest.mark.parametrize("p", [0.01, 0.1, 0.5])
 def test_fast_dropout_keeps_each_element_with_probability_1_minus_p(p):
-    """Kept elements are x / (1 - p), the others 0; the keep rate is 1 - p (p rounded to 2^-16) overall, in each
-    of the four 16-bit lanes of a 64-bit draw, and neighbours are independent: P(both kept) = (1 - p)^2."""
+    """Kept elements are x / (1 - p), the others 0; the keep rate is 1 - p (p rounded to 2^-16) overall, in
+    each of the four 16-bit lanes of a 64-bit draw, and neighbours are independent: P(both kept) =
+    (1 - p)^2."""
     torch.manual_seed(0)
     x = torch.rand(1 << 22) + 1.0  # no zeros: a zero out is a dropped element
     y = speed.FastDropout(p).train()(x)

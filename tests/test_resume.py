@@ -18,7 +18,8 @@ from data import REPO
 
 ARGS = ["--max-steps", "12", "--eval-steps", "4", "--batch-size", "8", "--no-test"]
 
-# Runs train.py's main() in a process that kills itself (SIGKILL, as kill -9) once the state of step 8 is saved.
+# Runs train.py's main() in a process that kills itself (SIGKILL, as kill -9) once the state of step 8 is
+# saved.
 KILL_AFTER_STEP_8 = """
 import os, runpy, signal, sys, json
 sys.argv = ["train.py"] + sys.argv[1:]
@@ -63,14 +64,17 @@ def test_resume_after_kill_9_is_bit_identical(tiny_checkpoint, data_root, tmp_pa
 
 
 def test_resume_with_nothing_to_resume_or_another_config_is_one_line(tiny_checkpoint, data_root, tmp_path):
-    common = ARGS + ["--model", tiny_checkpoint, "--data-dir", str(data_root), "--output-dir", str(tmp_path / "run")]
+    common = ARGS + ["--model", tiny_checkpoint, "--data-dir", str(data_root), "--output-dir",
+                     str(tmp_path / "run")]
     nothing = train_cli(common + ["--resume"])
-    assert nothing.returncode == 1 and "nothing to resume" in nothing.stderr and "Traceback" not in nothing.stderr
+    assert (nothing.returncode == 1 and "nothing to resume" in nothing.stderr
+            and "Traceback" not in nothing.stderr)
     assert train_cli(common + ["--max-steps", "4"]).returncode == 0
     other = train_cli(common + ["--max-steps", "4", "--lr", "1e-4", "--dropout", "0.2", "--resume"])
     message = other.stderr.strip()
     assert other.returncode == 1 and "\n" not in message and "Traceback" not in message
-    assert "another configuration" in message and "dropout 0.1 -> 0.2" in message and "lr 3e-05 -> 0.0001" in message
+    assert ("another configuration" in message and "dropout 0.1 -> 0.2" in message
+            and "lr 3e-05 -> 0.0001" in message)
 
 
 def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path):
@@ -115,7 +119,8 @@ def tiny_config(tiny_checkpoint, data_root, out, **kw):
 
 def test_a_nan_loss_is_skipped_and_counted(tiny_checkpoint, data_root, tmp_path, monkeypatch):
     nan_from({3}, monkeypatch)
-    result = train.train(tiny_config(tiny_checkpoint, data_root, tmp_path / "run"), progress=False, test=False)
+    result = train.train(tiny_config(tiny_checkpoint, data_root, tmp_path / "run"), progress=False,
+                         test=False)
     assert [(r["step"], r["nonfinite"]) for r in result["log"]] == [(0, 0), (2, 0), (4, 1), (6, 1)]
     assert all(math.isfinite(r["loss"]) for r in result["log"][1:])  # the mean of the finite steps
     weights = read_safetensors(str(tmp_path / "run" / "last" / "model.safetensors"))
@@ -127,7 +132,8 @@ def test_a_nan_loss_is_skipped_and_counted(tiny_checkpoint, data_root, tmp_path,
 def test_repeated_nans_stop_the_run_and_keep_the_best(tiny_checkpoint, data_root, tmp_path, monkeypatch):
     nan_from(set(range(3, 100)), monkeypatch)
     out = tmp_path / "run"
-    with pytest.raises(FloatingPointError, match=r"5 non-finite losses or gradients in a row \(last at step 7\)"):
+    with pytest.raises(FloatingPointError,
+                       match=r"5 non-finite losses or gradients in a row \(last at step 7\)"):
         train.train(tiny_config(tiny_checkpoint, data_root, out, max_steps=20), progress=False, test=False)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["nonfinite"] for r in log] == [0, 0, 2, 4]
@@ -140,20 +146,23 @@ def test_repeated_nans_stop_the_run_and_keep_the_best(tiny_checkpoint, data_root
 
 def test_sweep_statistics_and_restart(tiny_checkpoint, data_root, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
-    argv = ["--seeds", "1", "2", "--settings", "--dropout 0.1", "--dropout 0.1 --fixed-mask", "--output-dir", str(out),
-            "--model", tiny_checkpoint, "--data-dir", str(data_root), "--batch-size", "8", "--max-steps", "3",
-            "--eval-steps", "1", "--no-mlp-only-train", "--no-test"]  # the MLP, new per seed, in every score
+    argv = ["--seeds", "1", "2", "--settings", "--dropout 0.1", "--dropout 0.1 --fixed-mask", "--output-dir",
+            str(out), "--model", tiny_checkpoint, "--data-dir", str(data_root), "--batch-size", "8",
+            "--max-steps", "3", "--eval-steps", "1",
+            "--no-mlp-only-train", "--no-test"]  # the MLP, new per seed, in every score
     sweep.main(argv)
     report = json.loads((out / "sweep.json").read_text())
     assert [(r["setting"], r["seed"]) for r in report["runs"]] == [
-        ("--dropout 0.1", 1), ("--dropout 0.1", 2), ("--dropout 0.1 --fixed-mask", 1), ("--dropout 0.1 --fixed-mask", 2)]
+        ("--dropout 0.1", 1), ("--dropout 0.1", 2), ("--dropout 0.1 --fixed-mask", 1),
+        ("--dropout 0.1 --fixed-mask", 2)]
     for setting, summary in report["summary"].items():
         values = [r["stsb_dev"] for r in report["runs"] if r["setting"] == setting]
         for run in (r for r in report["runs"] if r["setting"] == setting):  # each number is its run's best
             log = [json.loads(line) for line in (REPO / run["folder"] / "log.jsonl").read_text().splitlines()]
             assert run["stsb_dev"] == max(r["stsb_dev"] for r in log)
-        assert summary["stsb_dev"] == {"n": 2, "mean": pytest.approx(statistics.mean(values)), "min": min(values),
-                                       "max": max(values), "std": pytest.approx(statistics.stdev(values))}
+        assert summary["stsb_dev"] == {"n": 2, "mean": pytest.approx(statistics.mean(values)),
+                                       "min": min(values), "max": max(values),
+                                       "std": pytest.approx(statistics.stdev(values))}
         assert summary["test_avg"]["n"] == 0
         assert values[0] != values[1] and summary["stsb_dev"]["std"] > 0  # statistics of numbers that differ
     assert (out / "sweep.md").read_text().count("| `--dropout 0.1") == 2 and (out / "sweep.png").exists()
@@ -162,7 +171,8 @@ def test_sweep_statistics_and_restart(tiny_checkpoint, data_root, tmp_path, monk
     (out / "dropout_0.1_fixed-mask" / "seed-2" / "sweep_run.json").unlink()
     calls = []
     real_train = train.train
-    monkeypatch.setattr(train, "train", lambda cfg, **kw: calls.append((cfg.seed, kw["resume"])) or real_train(cfg, **kw))
+    monkeypatch.setattr(train, "train",
+                        lambda cfg, **kw: calls.append((cfg.seed, kw["resume"])) or real_train(cfg, **kw))
     sweep.main(argv)
     assert calls == [(2, True)]
     assert json.loads((out / "sweep.json").read_text())["runs"] == report["runs"]

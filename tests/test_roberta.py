@@ -18,7 +18,8 @@ from tool import SimCSE
 from train import train
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "Hello!",
-             "The café's crème brûlée was, frankly, the best I've had in years — worth the 40-minute wait.",
+             "The café's crème brûlée was, frankly, the best I've had in years — "
+             "worth the 40-minute wait.",
              "  Leading spaces, and a <mask> written out.", "A woman slices an onion."]
 
 

@@ -113,7 +113,8 @@ def test_a_bad_command_fails_at_once_and_changes_nothing(flags, finished, tmp_pa
         if folder != out and flags == ("--max-steps", "1"):
             assert run.returncode == 0  # a good command, into a new folder
             continue
-        assert run.returncode == 1 and message.startswith("error:") and "\n" not in message, run.stderr[-2000:]
+        assert (run.returncode == 1 and message.startswith("error:")
+                and "\n" not in message), run.stderr[-2000:]
         assert BAD[flags] in message or (folder == out and "holds a run" in message)  # either is right there
         assert seconds < 5 + (3 if flags[0] == "--train-file" else 0)
     assert snapshot(out) == before

@@ -23,11 +23,12 @@ SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall
 
 
 @pytest.mark.parametrize("preset, pooler", [("quick", "cls_before_pooler"), ("quick-sup", "cls")])
-def test_trained_checkpoint_loads_in_sentence_transformers_with_its_pooler(preset, pooler, tiny_checkpoint, data_root,
-                                                                           tmp_path, caplog):
+def test_trained_checkpoint_loads_in_sentence_transformers_with_its_pooler(preset, pooler, tiny_checkpoint,
+                                                                           data_root, tmp_path, caplog):
     from sentence_transformers import SentenceTransformer
-    cfg, _ = config.parse_args(["--preset", preset, "--model", tiny_checkpoint, "--max-steps", "1", "--batch-size", "8",
-                              "--output-dir", str(tmp_path), "--data-dir", str(data_root)])
+    cfg, _ = config.parse_args(["--preset", preset, "--model", tiny_checkpoint, "--max-steps", "1",
+                                "--batch-size", "8", "--output-dir", str(tmp_path), "--data-dir",
+                                str(data_root)])
     train.train(cfg, progress=False, test=False)
     best = tmp_path / "best"
 
@@ -35,14 +36,17 @@ def test_trained_checkpoint_loads_in_sentence_transformers_with_its_pooler(prese
         st = SentenceTransformer(str(best), device="cpu")
     assert not [r for r in caplog.records if "sentence_transformers" in r.name], caplog.text
     modules = list(st)
-    assert [type(m).__name__ for m in modules] == ["Transformer", "Pooling"] + (["Dense"] if pooler == "cls" else [])
-    assert modules[1].get_config_dict()["pooling_mode"] == "cls"  # and the MLP (Dense) only where it is the embedding
+    assert [type(m).__name__ for m in modules] == (["Transformer", "Pooling"]
+                                                   + (["Dense"] if pooler == "cls" else []))
+    # and the MLP (Dense) only where it is the embedding
+    assert modules[1].get_config_dict()["pooling_mode"] == "cls"
 
     ours = SimCSE(str(best))
     assert ours.pooler == pooler  # from the checkpoint's train_config.json
     theirs = st.encode(SENTENCES, convert_to_tensor=True)
     assert (theirs - ours.encode(SENTENCES, normalize_to_unit=False)).abs().max() <= 1e-5
-    assert not torch.allclose(theirs, SimCSE(str(best), pooler="avg").encode(SENTENCES, normalize_to_unit=False),
+    assert not torch.allclose(theirs,
+                              SimCSE(str(best), pooler="avg").encode(SENTENCES, normalize_to_unit=False),
                               atol=1e-3)  # not mean pooling, which it would build without our files
 
     _, info = transformers.AutoModel.from_pretrained(best, output_loading_info=True)
@@ -55,7 +59,8 @@ def test_every_pooler_is_written_right_or_not_at_all(pooler, minilm_dir, tmp_pat
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     save_sentence_transformers(model, tmp_path, pooler)
-    if pooler in ("avg_top2", "avg_first_last"):  # no sentence-transformers equivalent: say so, write nothing wrong
+    # no sentence-transformers equivalent: say so, write nothing wrong
+    if pooler in ("avg_top2", "avg_first_last"):
         assert not (tmp_path / "modules.json").exists()
         assert f"has no `{pooler}` pooling" in (tmp_path / "README.md").read_text()
         return
@@ -90,7 +95,8 @@ def test_search_equals_brute_force(dev_tool):
             assert np.allclose([h[1] for h in hits], [e[1] for e in expected], atol=1e-5)
             assert len(hits) <= top_k and all(score >= threshold for _, score in hits)
     one = tool.search(queries[0], top_k=3)  # one query: one list of (sentence, score)
-    assert isinstance(one, list) and isinstance(one[0], tuple) and one == tool.search([queries[0]], top_k=3)[0]
+    assert (isinstance(one, list) and isinstance(one[0], tuple)
+            and one == tool.search([queries[0]], top_k=3)[0])
 
 
 def test_search_in_chunks_equals_one_chunk(dev_tool):
@@ -109,8 +115,10 @@ def test_similarity_shapes(dev_tool):
     assert tool.similarity(sentences[0], sentences[:3]).shape == (3,)
     assert tool.similarity(sentences[:2], sentences[:3]).shape == (2, 3)
     keys = tool.encode(sentences[:3], return_numpy=True)
-    assert np.allclose(tool.similarity(sentences[:2], keys), tool.similarity(sentences[:2], sentences[:3]), atol=1e-6)
-    assert tool.encode(sentences[0]).shape == (384,) and tool.encode(sentences[0], keepdim=True).shape == (1, 384)
+    assert np.allclose(tool.similarity(sentences[:2], keys), tool.similarity(sentences[:2], sentences[:3]),
+                       atol=1e-6)
+    assert (tool.encode(sentences[0]).shape == (384,)
+            and tool.encode(sentences[0], keepdim=True).shape == (1, 384))
 
 
 def test_bad_input_is_a_clear_error(dev_tool, tmp_path, minilm_dir):
@@ -139,17 +147,19 @@ def test_bad_input_is_a_clear_error(dev_tool, tmp_path, minilm_dir):
 def test_command_line_encode_and_search(tiny_checkpoint, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n\n")
-    run = subprocess.run([sys.executable, "tool.py", "encode", "--model", tiny_checkpoint, "--input", str(corpus),
-                          "--output", str(tmp_path / "z.npy")], cwd=data.REPO, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "tool.py", "encode", "--model", tiny_checkpoint, "--input",
+                          str(corpus), "--output", str(tmp_path / "z.npy")],
+                         cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     z = np.load(tmp_path / "z.npy")
     assert np.allclose(z, SimCSE(tiny_checkpoint).encode(SENTENCES, return_numpy=True), atol=1e-6)
-    run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus", str(corpus),
-                          "--query", SENTENCES[2], "--top-k", "2", "--threshold", "-1"],
+    run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus",
+                          str(corpus), "--query", SENTENCES[2], "--top-k", "2", "--threshold", "-1"],
                          cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     assert lines[0] == SENTENCES[2] and lines[1].endswith(SENTENCES[2]) and len(lines) == 3
     run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus",
-                          str(tmp_path / "missing.txt"), "--query", "x"], cwd=data.REPO, capture_output=True, text=True)
+                          str(tmp_path / "missing.txt"), "--query", "x"],
+                         cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 1 and "missing.txt: no such file" in run.stderr and "Traceback" not in run.stderr

@@ -21,7 +21,8 @@ def sentences(data_root):
 
 @pytest.fixture(scope="module", params=["tokenizer.json", "vocab.txt"])
 def tokenizers(request, minilm_dir, tmp_path_factory):
-    """(ours, reference), from the checkpoint's tokenizer.json, or from vocab.txt + tokenizer_config.json alone."""
+    """(ours, reference), from the checkpoint's tokenizer.json, or from vocab.txt + tokenizer_config.json
+    alone."""
     if request.param == "tokenizer.json":
         return load_tokenizer(minilm_dir), transformers.BertTokenizerFast.from_pretrained(minilm_dir)
     folder = tmp_path_factory.mktemp("vocab_only")
@@ -36,7 +37,8 @@ def test_ids_match_transformers_padded(tokenizers, sentences, max_length):
     for start in range(0, len(sentences), 512):
         chunk = sentences[start:start + 512]
         a = ours(chunk, max_length=max_length)
-        b = reference(chunk, padding=True, truncation=max_length is not None, max_length=max_length, return_tensors="pt")
+        b = reference(chunk, padding=True, truncation=max_length is not None, max_length=max_length,
+                      return_tensors="pt")
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             assert torch.equal(a[key], b[key]), (key, start)
 
@@ -63,7 +65,8 @@ def test_save_pretrained_copies_tokenizer_files(minilm_dir, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     assert (tmp_path / "tokenizer.json").exists() and (tmp_path / "vocab.txt").exists()
     again = load_tokenizer(str(tmp_path))
-    assert torch.equal(again(["A man is playing a guitar."])["input_ids"], tokenizer(["A man is playing a guitar."])["input_ids"])
+    assert torch.equal(again(["A man is playing a guitar."])["input_ids"],
+                       tokenizer(["A man is playing a guitar."])["input_ids"])
 
 
 def test_folder_without_tokenizer_files_is_an_error(tmp_path):

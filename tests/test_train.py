@@ -43,7 +43,8 @@ def test_supervised_loss_is_eq_5_with_hard_negative_weight(weight):
                           + math.exp(cos(h[i], h_neg[j]) / tau) * (math.exp(weight) if j == i else 1.0)
                           for j in range(5))
         expected += -math.log(numerator / denominator) / 5
-    assert contrastive_loss(torch.stack([h, h_pos, h_neg]), tau, weight).item() == pytest.approx(expected, rel=1e-5)
+    assert (contrastive_loss(torch.stack([h, h_pos, h_neg]), tau, weight).item()
+            == pytest.approx(expected, rel=1e-5))
 
 
 def test_loss_is_small_for_identical_views_and_large_for_random_ones():
@@ -83,15 +84,18 @@ def test_views_differ_with_dropout(minilm):
 
 def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
     """What train.py runs on a GPU (torch.compile, every batch padded to max_length, no packing) keeps dropout
-    the augmentation: two views differ, two steps differ, the same step's seed repeats, p = 0 gives equal views."""
+    the augmentation: two views differ, two steps differ, the same step's seed repeats, p = 0 gives equal
+    views."""
     dropout_seed = lambda seed, rank, step: hash((seed, rank, step))  # as train.py seeds each step
     tokenizer = load_tokenizer(minilm_dir)
-    batch = tokenizer(["A man is playing a guitar.", "Two dogs run through a field."] * 2, 32, pad_to_max_length=True)
+    batch = tokenizer(["A man is playing a guitar.", "Two dogs run through a field."] * 2, 32,
+                      pad_to_max_length=True)
     assert batch["input_ids"].shape == (4, 32)
 
     def compiled(p):
         torch.manual_seed(0)
-        model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+        model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64))
         model.set_dropout(p)
         model.pack_padding = False
         eager = embed_views(model.eval(), batch, 2, "cls_before_pooler")
@@ -102,7 +106,8 @@ def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
         with torch.no_grad():
             return embed_views(model, batch, 2, "cls_before_pooler")
     model, _ = compiled(0.1)
-    z1, z1_again, z2 = step(model, dropout_seed(42, 0, 1)), step(model, dropout_seed(42, 0, 1)), step(model, dropout_seed(42, 0, 2))
+    z1, z1_again, z2 = (step(model, dropout_seed(42, 0, 1)), step(model, dropout_seed(42, 0, 1)),
+                        step(model, dropout_seed(42, 0, 2)))
     assert not torch.allclose(z1[0], z1[1])  # two views, two masks
     assert not torch.allclose(z1, z2)  # the next step, new masks
     assert torch.equal(z1, z1_again)  # the same (seed, process, step): the same masks (resume)
@@ -116,7 +121,8 @@ def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
 def test_sentence_file_skips_and_counts_blank_lines(tmp_path):
     (tmp_path / "wiki.txt").write_text("First sentence.\n\n   \nSecond one.\r\n")
     examples, skipped = data.read_training_file(tmp_path / "wiki.txt")
-    assert examples == [("First sentence.", "First sentence."), ("Second one.", "Second one.")] and skipped == 2
+    assert (examples == [("First sentence.", "First sentence."), ("Second one.", "Second one.")]
+            and skipped == 2)
 
 
 def test_nli_csv(tmp_path):
@@ -128,7 +134,8 @@ def test_nli_csv(tmp_path):
 def test_csv_row_with_wrong_column_count_names_file_and_line(tmp_path):
     path = tmp_path / "nli.csv"
     path.write_text("sent0,sent1,hard_neg\na,b,c\nd,e\n")
-    with pytest.raises(data.DataError, match=rf"{path}:3: expected 3 columns \(sent0,sent1,hard_neg\), found 2"):
+    with pytest.raises(data.DataError,
+                       match=rf"{path}:3: expected 3 columns \(sent0,sent1,hard_neg\), found 2"):
         data.read_training_file(path)
 
 
@@ -153,8 +160,9 @@ def test_supervised_run_logs_and_saves_a_transformers_checkpoint(tiny_checkpoint
     (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\n" + "".join(
         f"A man plays {i} guitars.,A person plays music.,A cat sleeps.\n" for i in range(20)))
     out = tmp_path / "run"
-    result = train(TrainConfig(model=tiny_checkpoint, train_file=str(tmp_path / "nli.csv"), output_dir=str(out),
-                               batch_size=8, max_steps=3, eval_steps=2, mlp_only_train=False, data_dir=str(data_root)),
+    result = train(TrainConfig(model=tiny_checkpoint, train_file=str(tmp_path / "nli.csv"),
+                               output_dir=str(out), batch_size=8, max_steps=3, eval_steps=2,
+                               mlp_only_train=False, data_dir=str(data_root)),
                    progress=False, test=False)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 2, 3] and log[0]["loss"] is None and log[-1]["lr"] == 0.0
@@ -169,7 +177,8 @@ def test_supervised_run_logs_and_saves_a_transformers_checkpoint(tiny_checkpoint
         mlp = pool(ours(**batch), batch["attention_mask"], "cls")  # [CLS] -> the trained MLP (dense + tanh)
         assert (theirs(**batch).pooler_output - mlp).abs().max() < 1e-5
         cls = ours(**batch).last_hidden_state[:, 0]
-        assert torch.allclose(mlp, torch.tanh(cls @ ours.pooler.dense.weight.T + ours.pooler.dense.bias), atol=1e-6)
+        assert torch.allclose(mlp, torch.tanh(cls @ ours.pooler.dense.weight.T + ours.pooler.dense.bias),
+                              atol=1e-6)
     # The MLP was re-initialised and trained, not the pre-trained pooler of the starting checkpoint.
     start = BertModel.from_pretrained(tiny_checkpoint)
     assert not torch.allclose(start.pooler.dense.weight, ours.pooler.dense.weight, atol=1e-3)
@@ -197,8 +206,9 @@ def test_missing_training_file_is_a_clear_error(tmp_path, data_root):
 
 
 def cosine_broadcast_loss(z, temp, weight):
-    """The loss as the authors' cl_forward computes it (nn.CosineSimilarity broadcast over anchors x candidates),
-    in chunks of anchors so that the test does not need the N x M x d tensor it used to build."""
+    """The loss as the authors' cl_forward computes it (nn.CosineSimilarity broadcast over anchors x
+    candidates), in chunks of anchors so that the test does not need the N x M x d tensor it used to
+    build."""
     n, anchor, others = z.shape[1], z[0], z[1:].flatten(0, 1)
     logits = torch.cat([F.cosine_similarity(anchor[i:i + 32].unsqueeze(1), others.unsqueeze(0), dim=-1)
                         for i in range(0, n, 32)]) / temp
@@ -254,8 +264,9 @@ def test_fixed_mask_shares_one_mask_through_the_model(minilm):
 
 
 def test_learning_rate_decays_linearly_to_zero(tiny_checkpoint, data_root, tmp_path):
-    result = train(TrainConfig(model=tiny_checkpoint, output_dir=str(tmp_path / "run"), batch_size=8, max_steps=4,
-                               eval_steps=1, lr=4e-5, data_dir=str(data_root)), progress=False, test=False)
+    result = train(TrainConfig(model=tiny_checkpoint, output_dir=str(tmp_path / "run"), batch_size=8,
+                               max_steps=4, eval_steps=1, lr=4e-5, data_dir=str(data_root)),
+                   progress=False, test=False)
     lrs = [(r["step"], r["lr"]) for r in result["log"]]  # the rate of the next update, after each evaluation
     assert lrs == [(0, pytest.approx(4e-5)), (1, pytest.approx(3e-5)), (2, pytest.approx(2e-5)),
                    (3, pytest.approx(1e-5)), (4, 0.0)]
@@ -265,8 +276,9 @@ def test_fixed_mask_with_triplets_is_a_one_line_error(tmp_path, data_root):
     import subprocess
     import sys
     run = subprocess.run([sys.executable, "train.py", "--preset", "quick-sup", "--fixed-mask", "--output-dir",
-                          str(tmp_path / "run"), "--data-dir", str(data_root)], cwd=data.REPO, capture_output=True,
-                         text=True)
+                          str(tmp_path / "run"), "--data-dir", str(data_root)],
+                         cwd=data.REPO, capture_output=True, text=True)
     message = run.stderr.strip()
-    assert run.returncode == 1 and "\n" not in message and "--fixed-mask" in message and "3 columns" in message
+    assert (run.returncode == 1 and "\n" not in message and "--fixed-mask" in message
+            and "3 columns" in message)
     assert not (tmp_path / "run").exists()
