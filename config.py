@@ -1,6 +1,7 @@
 """A training run's settings: TrainConfig, the presets (the authors' runs and CPU-sized ones), the command
 line of train.py, and the checks that every value passes before a run does any work."""
 import argparse
+import contextlib
 import math
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -151,14 +152,22 @@ def experiment(cfg):  # what must match to resume (the MLM settings only when on
     return {k: v for k, v in asdict(cfg).items() if k not in drop}
 
 
-def run_command(train, description):
-    """python train.py: errors as one line, Ctrl-C as exit status 130 (as a shell reports it), so that
-    `python train.py ... && next` stops after a failed or interrupted run."""
-    cfg, options = parse_args(None, description)
+@contextlib.contextmanager
+def command_errors(interrupted=None):
+    """Every command's way out: errors as one line, Ctrl-C as exit status 130 (as a shell reports it, with
+    `interrupted` said first), so that `python X.py ... && next` stops after a failed or interrupted run."""
     try:
-        train(cfg, **options)
+        yield
     except (OSError, ValueError, KeyError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing is lost; continue with the same command and --resume", file=sys.stderr)
+        if interrupted:
+            print(f"\ninterrupted: {interrupted}", file=sys.stderr)
         sys.exit(130)
+
+
+def run_command(train, description):
+    """python train.py"""
+    cfg, options = parse_args(None, description)
+    with command_errors("nothing is lost; continue with the same command and --resume"):
+        train(cfg, **options)

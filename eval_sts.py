@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 import data
 from bert import BertModel
 from checkpoint import check_model, checkpoint_file
+from config import command_errors
 from simcse import POOLERS, alignment, embedding_pooler, pool, uniformity
 from speed import PRECISIONS, autocast, autocast_dtype
 from tokenizer import load_tokenizer
@@ -196,17 +197,13 @@ def main():
 
     model_name = args.model or default_model()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
+    with command_errors():
         if args.batch_size < 1:
             raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
         model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device)
         start = time.perf_counter()
         results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
                            progress=True, precision=args.precision)
-    except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt:
-        raise SystemExit(130)
     seconds = time.perf_counter() - start
     print(f"------ {args.mode} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
     print(format_table(results["scores"]))

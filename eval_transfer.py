@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import data
+from config import command_errors
 from eval_sts import default_model, encode, format_table, load_for_evaluation
 from simcse import POOLERS
 
@@ -445,15 +446,11 @@ def main():
     model_name = args.model or default_model()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
-    try:
+    with command_errors():
         load_tasks(args.tasks or TASKS, args.data_dir)  # a bad task name or a missing file: before the model
         model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device)
         results = evaluate(model, tokenizer, pooler, args.tasks, args.data_dir, args.batch_size,
                            progress=True, seed=args.seed)
-    except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt:
-        raise SystemExit(130)
     seconds = time.perf_counter() - start
     print(f"------ transfer | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
     print(format_table(results["scores"]))

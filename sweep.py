@@ -124,10 +124,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
+    with config.command_errors("nothing is lost; run the same command again to go on"):
         main()
-    except (OSError, ValueError, KeyError, FloatingPointError) as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt:
-        print("\ninterrupted: nothing is lost; run the same command again to go on", file=sys.stderr)
-        raise SystemExit(130)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import data
 from bert import BertModel
 from checkpoint import check_model, write_safetensors
+from config import command_errors
 from eval_sts import checkpoint_pooler, encode
 from simcse import POOLERS
 from speed import PRECISIONS, autocast_dtype
@@ -198,7 +199,7 @@ def main(argv=None):
         p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default) or bf16 autocast, about twice as fast on CPUs with AMX")
     args = parser.parse_args(argv)
-    try:  # every input is checked before the model is loaded
+    with command_errors():  # every input is checked before the model is loaded
         if args.batch_size < 1 or (args.command == "search" and args.top_k < 1):
             raise ValueError("--batch-size and --top-k must be at least 1")
         sentences = read_corpus(args.input if args.command == "encode" else args.corpus)
@@ -216,10 +217,6 @@ def main(argv=None):
                     print(f"  {score:.4f}  {sentence}")
                 if not hits:
                     print(f"  (nothing at cosine >= {args.threshold})")
-    except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"error: {e}")
-    except KeyboardInterrupt:
-        raise SystemExit(130)
 
 
 if __name__ == "__main__":
