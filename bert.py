@@ -30,31 +30,23 @@ class BertConfig:
     pad_token_id: int = 0
     model_type: str = "bert"  # or "roberta": the same network but for its position ids
 
+    def __post_init__(self):  # values no network can have: one-line errors (checkpoint.py names the file)
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")
+        for name in sizes:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)!r}: expected a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                             f"{self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)!r}: expected a probability in [0, 1)")
+
 
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
-
-
-class Tokens:
-    """The real tokens of a padded (batch, length) batch. Every layer but attention acts on each token alone,
-    so it runs on the real tokens only, packed into a (tokens, hidden) matrix: batches are 30-60% padding;
-    attention, where tokens meet, puts them back on the (batch, length) grid. pack=False: fixed shapes. The
-    count is padded to a multiple of 64, so that the CPU reuses the bf16 kernels it compiles for a shape."""
-
-    def __init__(self, attention_mask, pack=True):
-        self.shape = attention_mask.shape
-        self.mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): may a query see a key?
-        if pack:  # how many: the real tokens, then padding (computed, masked, ignored) up to a multiple of 64
-            n = min(-(-int(attention_mask.sum()) // 64) * 64, attention_mask.numel())
-        self.index = attention_mask.flatten().argsort(descending=True, stable=True)[:n] if pack else None
-
-    def pack(self, x):  # (batch, length, d) -> (tokens, d)
-        x = x.flatten(0, 1)
-        return x if self.index is None else x.index_select(0, self.index)
-
-    def grid(self, x):  # (tokens, d) -> (batch, length, d); zeros at the padding not packed
-        if self.index is not None:
-            x = x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x)
-        return x.view(*self.shape, -1)
 
 
 class BertEmbeddings(nn.Module):
@@ -90,16 +82,13 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
         self.dropout = nn.Dropout(c.attention_probs_dropout_prob)  # on the attention probabilities
 
-    def forward(self, x, tokens: Tokens):  # x: (tokens, hidden)
-        B, L = tokens.shape
-        heads = lambda t: tokens.grid(t).view(B, L, self.num_heads, -1).transpose(1, 2)  # (B, heads, L, d)
+    def forward(self, x, mask):  # x: (batch, length, hidden); mask: (batch, 1, 1, length), True: attend
+        B, L, _ = x.shape
+        heads = lambda t: t.view(B, L, self.num_heads, -1).transpose(1, 2)  # (batch, heads, length, d)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        if self.training and x.is_cpu:  # softmax(q k^T / √d) v, written out: on a CPU, faster in training
-            scores = (q @ k.transpose(2, 3) / q.shape[-1] ** 0.5).masked_fill(~tokens.mask, float("-inf"))
-            y = self.dropout(scores.softmax(-1)) @ v  # dropout on the probabilities: augmentation too
-        else:  # the same in PyTorch's fused kernel, with the same dropout
-            y = F.scaled_dot_product_attention(q, k, v, tokens.mask, self.dropout.p if self.training else 0.0)
-        return tokens.pack(y.transpose(1, 2).reshape(B, L, -1))
+        # softmax(q k^T / sqrt(d)) v, with dropout on the probabilities -- augmentation too (section 3)
+        y = F.scaled_dot_product_attention(q, k, v, mask, self.dropout.p if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, L, -1)
 
 
 class BertResidual(nn.Module):
@@ -121,8 +110,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(c)
         self.output = BertResidual(c, c.hidden_size)
 
-    def forward(self, x, tokens):
-        return self.output(self.self(x, tokens), x)
+    def forward(self, x, mask):
+        return self.output(self.self(x, mask), x)
 
 
 class BertIntermediate(nn.Module):
@@ -144,8 +133,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertResidual(c, c.intermediate_size)
 
-    def forward(self, x, tokens):
-        x = self.attention(x, tokens)
+    def forward(self, x, mask):
+        x = self.attention(x, mask)
         return self.output(self.intermediate(x), x)
 
 
@@ -171,7 +160,6 @@ class BertModel(nn.Module):
         layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
         self.encoder = nn.ModuleDict({"layer": layers})  # HF's BertEncoder: the layers, named encoder.layer.N
         self.pooler = BertPooler(config)
-        self.pack_padding = True  # see Tokens
         self.apply(self._init_weights)
 
     @staticmethod
@@ -184,15 +172,13 @@ class BertModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        tokens = Tokens(attention_mask, self.pack_padding)  # the one step that drops padding (see Tokens)
-        x = tokens.pack(self.embeddings(input_ids, token_type_ids))
+        mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): padding is never attended to
+        x = self.embeddings(input_ids, token_type_ids)
         hidden_states = [x]
         for layer in self.encoder.layer:
-            x = layer(x, tokens)
+            x = layer(x, mask)
             hidden_states.append(x)
-        last = tokens.grid(x)
-        return BertOutput(last, self.pooler(last[:, 0]),
-                          tuple(map(tokens.grid, hidden_states)) if output_hidden_states else None)
+        return BertOutput(x, self.pooler(x[:, 0]), tuple(hidden_states) if output_hidden_states else None)
 
     def set_dropout(self, p: float):
         """Hidden and attention dropout probability p: the knob of the paper's Table 3."""

@@ -1,14 +1,13 @@
 """A training run's settings: TrainConfig, the presets (the authors' runs and CPU-sized ones), the command
 line of train.py, and the checks that every value passes before a run does any work."""
 import argparse
-import contextlib
 import math
-import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-import data
 from checkpoint import check_model
+from download import DATA_DIR_ENV
+from files import DataError
 from simcse import POOLERS
 from speed import PRECISIONS
 
@@ -87,7 +86,7 @@ def check_examples(cfg, path, examples, world_size):
     if cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes")
     if len(examples) < cfg.batch_size:
-        raise data.DataError(f"{path}: {len(examples)} examples, fewer than one batch of {cfg.batch_size}")
+        raise DataError(f"{path}: {len(examples)} examples, fewer than one batch of {cfg.batch_size}")
     if cfg.fixed_mask and len(examples[0]) != 2:
         raise ValueError(f"--fixed-mask needs two views of one sentence (a .txt file), but {path} has "
                          f"{len(examples[0])} columns: the views would be premises against themselves")
@@ -128,7 +127,7 @@ def parse_args(argv=None, description=""):
     flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto "
                                                "(default): bf16 on GPUs and on CPUs with AMX or AVX512-BF16, "
                                                "else fp32")
-    flag("data_dir", help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
+    flag("data_dir", help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir where it stopped")
     parser.add_argument("--overwrite", action="store_true",
@@ -150,24 +149,3 @@ def parse_args(argv=None, description=""):
 def experiment(cfg):  # what must match to resume (the MLM settings only when on: older runs match)
     drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"})
     return {k: v for k, v in asdict(cfg).items() if k not in drop}
-
-
-@contextlib.contextmanager
-def command_errors(interrupted=None):
-    """Every command's way out: errors as one line, Ctrl-C as exit status 130 (as a shell reports it, with
-    `interrupted` said first), so that `python X.py ... && next` stops after a failed or interrupted run."""
-    try:
-        yield
-    except (OSError, ValueError, KeyError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        if interrupted:
-            print(f"\ninterrupted: {interrupted}", file=sys.stderr)
-        sys.exit(130)
-
-
-def run_command(train, description):
-    """python train.py"""
-    cfg, options = parse_args(None, description)
-    with command_errors("nothing is lost; continue with the same command and --resume"):
-        train(cfg, **options)

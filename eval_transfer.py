@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 import data
-from config import command_errors
-from eval_sts import default_model, encode, format_table, load_for_evaluation
-from simcse import POOLERS
+from checkpoint import default_model
+from cli import add_data_dir_flag, add_model_flags, command_errors
+from eval_sts import encode, format_table, load_for_evaluation
+from senteval import BINARY_FILES, TRANSFER_TASKS, Labelled
 
-TASKS = data.TRANSFER_TASKS
+TASKS = TRANSFER_TASKS
 NCLASSES = {"TREC": 6}  # the others have 2
 SEED = 1111  # SentEval's (engine.py): the folds, the initial weights and the shuffles
 KFOLD = 10  # the authors' evaluation.py, --mode test
@@ -335,7 +336,7 @@ def f1(predicted, gold):
 
 # --- The tasks ----------------------------------------------------------------------------------
 
-def senteval_order(part: data.Labelled):
+def senteval_order(part: Labelled):
     """The order SentEval puts a split in first: by word count, then label (MRPC: the first sentence's
     word count, the second's, the label), a stable sort (run() in binary.py, sst.py, trec.py, mrpc.py).
     The folds and the shuffles index this order, so it is part of the draws."""
@@ -348,7 +349,7 @@ def senteval_order(part: data.Labelled):
 
 
 def load_tasks(tasks, data_dir=None):
-    """{task: {split: data.Labelled in SentEval's order}}. An unknown task or a missing file fails here,
+    """{task: {split: Labelled in SentEval's order}}. An unknown task or a missing file fails here,
     before anything is encoded."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -360,12 +361,12 @@ def load_tasks(tasks, data_dir=None):
         for name, part in data.load_transfer(task, data_dir).items():
             order = senteval_order(part)
             pick = lambda values: None if values is None else [values[i] for i in order]
-            loaded[task][name] = data.Labelled(pick(part.sent1), pick(part.labels), pick(part.sent2),
+            loaded[task][name] = Labelled(pick(part.sent1), pick(part.labels), pick(part.sent2),
                                                part.source)
     return loaded
 
 
-def features(embeddings, index, part: data.Labelled):
+def features(embeddings, index, part: Labelled):
     """A split's classifier inputs: the sentence embeddings, or for pairs (MRPC) [|u - v|, u * v]."""
     u = embeddings[[index[s] for s in part.sent1]]
     if part.sent2 is None:
@@ -394,7 +395,7 @@ def classify(task, splits, device="cpu", seed=SEED, k=KFOLD):
     ends = np.cumsum([0] + [len(splits[s][1]) for s in names])
     rows = {s: np.arange(ends[i], ends[i + 1]) for i, s in enumerate(names)}  # the splits' rows in X
     nclasses = NCLASSES.get(task, 2)
-    if task in data.BINARY_FILES:
+    if task in BINARY_FILES:
         return inner_kfold_classifier(X, y, nclasses, k, seed)
     if task == "SST2":
         return split_classifier(X, y, rows["train"], rows["dev"], rows["test"], nclasses, seed)
@@ -427,16 +428,11 @@ def evaluate(model, tokenizer, pooler="cls", tasks=None, data_dir=None, batch_si
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint folder or Hugging Face hub id "
-                                                      "(default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--pooler", choices=POOLERS,
-                        help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
-                             "train.py was trained for, from its train_config.json; else cls)")
+    add_model_flags(parser)
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"some of the tasks: {' '.join(TASKS)} (default: all seven)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--data-dir",
-                        help=f"data folder (default: ${data.DATA_DIR_ENV}, ./data or ../shared/data)")
+    add_data_dir_flag(parser)
     parser.add_argument("--batch-size", type=int, default=128,
                         help="sentences per forward pass (default: 128)")
     parser.add_argument("--seed", type=int, default=SEED,

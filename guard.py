@@ -6,15 +6,20 @@ IN_A_ROW = 5  # this many skipped updates in a row stop the run
 
 
 class NonFiniteGuard:
-    def __init__(self, device, processes, nonfinite=0, check_every=1):
+    def __init__(self, optimizer, device, processes, nonfinite=0, check_every=1):
+        adam = isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+        if not (adam and optimizer.defaults["fused"]):
+            raise TypeError(f"the NaN guard needs a fused Adam or AdamW (it skips an update through their "
+                            f"found_inf); {type(optimizer).__name__} would apply it")
+        self.optimizer = optimizer
         self.processes, self.check_every = processes, check_every  # reading a GPU number waits for the GPU
         zero = lambda: torch.zeros((), device=device)
         self.loss_sum, self.finite_steps, self.in_a_row = zero(), zero(), zero()
         self.nonfinite = zero() + nonfinite  # skipped updates, the whole run
 
-    def skip_if_nonfinite(self, optimizer, loss, grad_norm, step):
+    def skip_if_nonfinite(self, loss, grad_norm, step):
         bad = ~torch.isfinite(grad_norm)  # a non-finite loss makes a non-finite gradient
-        optimizer.found_inf = bad.float()  # fused AdamW then leaves the weights and its state as they were
+        self.optimizer.found_inf = bad.float()  # fused AdamW then leaves the weights and its state alone
         self.loss_sum += torch.where(bad, 0.0, loss.detach())
         self.finite_steps += ~bad
         self.nonfinite += bad

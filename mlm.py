@@ -2,7 +2,7 @@
 studies adding lambda * L_mlm to the contrastive loss, which trades STS for transfer-task accuracy. As the
 authors' `cl_forward` (simcse/models.py) computes it:
 
-    loss = contrastive_loss(...) + mlm_weight * MaskedLM.loss(...)   # train.update; lambda = 0.1
+    loss = contrastive_loss(...) + mlm_weight * MaskedLM.loss(...)   # simcse.loss; lambda = 0.1
 
 L_mlm is BERT's masked-LM cross-entropy on a masked copy of the whole batch (every view: 15% of the tokens
 chosen, 80% of those replaced by the mask token, 10% by a random token, 10% kept; their train.py's data
@@ -92,12 +92,12 @@ class MaskedLM:
     """The auxiliary objective in one training process. It attaches the head to the model as model.lm_head,
     so that the optimizer, last/ and DistributedDataParallel include it, and gives each step's L_mlm."""
 
-    def __init__(self, model, tokenizer, name_or_dir, seed, rank, autocast):
+    def __init__(self, model, tokenizer, name_or_dir, seed, rank):
         if tokenizer.mask_id is None:
             raise ValueError(f"--do-mlm: the tokenizer of {name_or_dir} has no mask token")
         self.head = model.lm_head = load_head(model, name_or_dir)
         self.tokens = (tokenizer.special_ids, tokenizer.mask_id, tokenizer.vocab_size)
-        self.seed, self.rank, self.autocast = seed, rank, autocast
+        self.seed, self.rank = seed, rank
 
     def loss(self, model, batch, step):
         """L_mlm of a tokenised batch. Its masks are a function of (seed, process, step) like the dropout
@@ -109,7 +109,6 @@ class MaskedLM:
         generator = torch.Generator(ids.device).manual_seed(seed)
         masked, labels = mask_tokens(ids, *self.tokens, generator)
         chosen = labels != IGNORE
-        with self.autocast():
-            out = model(masked, batch["attention_mask"], batch.get("token_type_ids"))  # the third pass
-            logits = self.head(out.last_hidden_state[chosen])  # at the chosen tokens only: the same mean
+        out = model(masked, batch["attention_mask"], batch.get("token_type_ids"))  # the third pass
+        logits = self.head(out.last_hidden_state[chosen])  # at the chosen tokens only: the same mean
         return F.cross_entropy(logits.float(), labels[chosen])

@@ -11,7 +11,6 @@ complete one; --resume then ends with the same bytes as an uninterrupted run. A 
 never written over by accident: a new run there refuses, naming --resume and --overwrite.
 """
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import read_safetensors, write_safetensors
+from checkpoint import read_safetensors, save_sentence_transformers, write_safetensors
 from config import experiment
+from files import write_file
 from simcse import embedding_pooler
-from tool import save_sentence_transformers
 
 RESULTS = ("run.json", "log.jsonl", "best", "last", "test_scores.json", "transfer_scores.json")
 
@@ -106,36 +105,8 @@ class RunFolder:
         replace_folder(self.out / "last", lambda tmp: save_state(tmp, model, optimizer, schedule, state))
         write_file(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state["log"]))
 
-    def finish(self, tokenizer, pooler, device, test=True, transfer=False, progress=True):
-        """best/ on the seven STS test sets (test_scores.json) and, asked, the transfer tasks."""
-        from bert import BertModel
-        from eval_sts import evaluate, format_table
-        best, log = self.state["best"], self.state["log"]
-        print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} "
-              f"(step 0: {log[0]['stsb_dev']:.2f}); checkpoint in {self.out / 'best'}")
-        model, scores = BertModel.from_pretrained(str(self.out / "best")).to(device), {}
-        if test:
-            results = evaluate(model, tokenizer, pooler, "test", data_dir=self.cfg.data_dir,
-                               progress=progress)
-            write_file(self.out / "test_scores.json", json.dumps(results, indent=2))
-            print(f"------ STS test | {self.out / 'best'} | pooler {pooler} ------")
-            print(format_table(results["scores"]))
-            scores["test"] = results["scores"]
-        if transfer:
-            import eval_transfer
-            results = eval_transfer.evaluate(model, tokenizer, pooler, data_dir=self.cfg.data_dir,
-                                             progress=progress)
-            write_file(self.out / "transfer_scores.json", json.dumps(results, indent=2))
-            print(f"------ transfer tasks | {self.out / 'best'} | pooler {pooler} ------")
-            print(eval_transfer.format_table(results["scores"]))
-            scores["transfer"] = results["scores"]
-        return {"log": log, "best": best, "test": scores.get("test"), "transfer": scores.get("transfer")}
-
-
-def write_file(path: Path, text):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # the old file or the new one, never half of one
+    def write(self, name, record):  # a JSON file of results, e.g. test_scores.json
+        write_file(self.out / name, json.dumps(record, indent=2))
 
 
 def replace_folder(folder: Path, write):

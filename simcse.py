@@ -1,7 +1,7 @@
 """SimCSE (Gao, Yao & Chen, EMNLP 2021), the method in the paper's order: the poolers (a sentence embedding
 read off BERT), two dropout views of a batch (section 3), the contrastive objective (eq. 1; eq. 5 with hard
-negatives, section 4), alignment and uniformity (section 5). train.py puts them to work; the authors' tool
-for a trained model (`from simcse import SimCSE`) lives in tool.py."""
+negatives, section 4) and a batch's loss in one call, alignment and uniformity (section 5). train.py puts them
+to work; the authors' tool for a trained model is tool.py's SimCSE."""
 import torch
 import torch.nn.functional as F
 
@@ -61,13 +61,23 @@ def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
     z (2, N, d): anchors h_i and positives h_i+: eq. 1,  -log e^{sim(h_i,h_i+)/t} / sum_j e^{sim(h_i,h_j+)/t}.
     z (3, N, d): and hard negatives h_i- (contradictions) of every anchor in the denominator: eq. 5, with
     hard_negative_weight w added to each anchor's own hard-negative logit, as the authors' code (e^w x)."""
-    z = F.normalize(z.float(), dim=-1)  # unit vectors: a dot product is a cosine
-    n = z.shape[1]
-    logits = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
-    labels = torch.arange(n, device=z.device)  # anchor i's positive is column i
-    if z.shape[0] == 3:  # anchor i's own hard negative is column n + i
-        logits = logits + hard_negative_weight * F.one_hot(n + labels, 2 * n)
-    return F.cross_entropy(logits, labels)
+    with torch.autocast(z.device.type, enabled=False):  # in fp32, whatever the encoder ran in
+        z = F.normalize(z.float(), dim=-1)  # unit vectors: a dot product is a cosine
+        n = z.shape[1]
+        logits = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
+        labels = torch.arange(n, device=z.device)  # anchor i's positive is column i
+        if z.shape[0] == 3:  # anchor i's own hard negative is column n + i
+            logits = logits + hard_negative_weight * F.one_hot(n + labels, 2 * n)
+        return F.cross_entropy(logits, labels)
+
+
+def loss(model, batch, n_views, cfg, gather=None, mlm=None, step=0):
+    """A tokenised batch's SimCSE loss: its views through the pooler, eq. 1 or eq. 5 over the whole batch
+    (gather: with the other processes' shares under torchrun, distributed.py), plus lambda * L_mlm with
+    --do-mlm (mlm.py, the paper's appendix). cfg: the run's TrainConfig (pooler, fixed_mask, temp, ...)."""
+    z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
+    total = contrastive_loss(gather(z) if gather else z, cfg.temp, cfg.hard_negative_weight)
+    return total + cfg.mlm_weight * mlm.loss(model, batch, step) if mlm else total
 
 
 # --- Analysis: alignment and uniformity (Wang & Isola, 2020; section 5, Figure 2) ------------------------
@@ -80,10 +90,3 @@ def alignment(x, y):
 def uniformity(x, t=2):
     """log E exp(-t ||f(x) - f(y)||^2) over all pairs of L2-normalised embeddings (lower is better)."""
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log().item()
-
-
-def __getattr__(name):  # `from simcse import SimCSE`, the authors' import: the tool lives in tool.py
-    if name == "SimCSE":
-        from tool import SimCSE
-        return SimCSE
-    raise AttributeError(f"module 'simcse' has no attribute {name!r}")

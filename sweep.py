@@ -19,6 +19,7 @@ from pathlib import Path
 
 import config
 import train
+from cli import command_errors
 from run_folder import RunFolder
 
 
@@ -124,5 +125,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    with config.command_errors("nothing is lost; run the same command again to go on"):
+    with command_errors("nothing is lost; run the same command again to go on"):
         main()

@@ -1,13 +1,13 @@
-"""Using a trained SimCSE model: the authors' tool (their simcse/tool.py: encode, similarity, search), its
-command line, and the sentence-transformers files written next to every checkpoint.
+"""Using a trained SimCSE model: the authors' tool (their simcse/tool.py: encode, similarity, search) and its
+command line.
 
     python tool.py encode --model runs/quick/best --input sentences.txt --output embeddings.npy
     python tool.py search --model runs/quick/best --corpus sentences.txt --query "A man plays a guitar."
 
-`from simcse import SimCSE` works too (the authors' import), from this folder or with it on PYTHONPATH.
+`from tool import SimCSE` (the authors' package spells it `from simcse import SimCSE`), from this folder or
+with it on PYTHONPATH.
 """
 import argparse
-import json
 import os
 
 import numpy as np
@@ -16,63 +16,12 @@ import torch.nn.functional as F
 
 import data
 from bert import BertModel
-from checkpoint import check_model, write_safetensors
-from config import command_errors
-from eval_sts import checkpoint_pooler, encode
+from checkpoint import check_model, checkpoint_pooler
+from cli import add_model_flags, add_precision_flag, command_errors
+from eval_sts import encode
 from simcse import POOLERS
-from speed import PRECISIONS, autocast_dtype
+from speed import autocast_dtype
 from tokenizer import load_tokenizer
-
-# --- Checkpoints that other tools read with the right pooler -------------------------------------
-
-def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
-    """Next to a Hugging Face checkpoint, the files with which sentence-transformers builds *this* embedding.
-
-    Without them it silently builds mean pooling, which is not SimCSE's [CLS] embedding. cls_before_pooler
-    is CLS pooling; cls adds the MLP (BERT's pooler: dense + tanh) as a Dense module; avg is mean pooling.
-    avg_top2 and avg_first_last have no sentence-transformers equivalent: no modules.json is written, and
-    the folder's README says so. The files are written in the layout of sentence-transformers 2-5, which
-    later versions read too."""
-    if pooler not in POOLERS:
-        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
-
-    def write(name, content):
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
-
-    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with "
-              f"SimCSE (https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` "
-              f"pooler.\n\n"
-              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path "
-              f"--pooler {pooler}`\n")
-    if pooler in ("avg_top2", "avg_first_last"):
-        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has "
-                                    "no modules.json: `SentenceTransformer(path)` would build mean "
-                                    "pooling, a different embedding.\n")
-        return
-    hidden = model.config.hidden_size
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    write("1_Pooling/config.json", {"word_embedding_dimension": hidden,
-                                    "pooling_mode_cls_token": pooler != "avg",
-                                    "pooling_mode_mean_tokens": pooler == "avg",
-                                    "pooling_mode_max_tokens": False,
-                                    "pooling_mode_mean_sqrt_len_tokens": False})
-    if pooler == "cls":  # the MLP over [CLS] is part of the embedding
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense",
-                        "type": "sentence_transformers.models.Dense"})
-        write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
-                                      "activation_function": "torch.nn.modules.activation.Tanh"})
-        write_safetensors({"linear.weight": model.pooler.dense.weight,
-                           "linear.bias": model.pooler.dense.bias},
-                          os.path.join(folder, "2_Dense", "model.safetensors"))
-    write("modules.json", modules)
-    write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds "
-                                "this embedding)\n")
-
 
 # --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
 
@@ -192,12 +141,9 @@ def main(argv=None):
     search.add_argument("--threshold", type=float, default=0.6,
                         help="least cosine similarity shown (default: 0.6)")
     for p in (enc, search):
-        p.add_argument("--model", required=True, help="checkpoint folder or Hugging Face hub id")
-        p.add_argument("--pooler", choices=POOLERS,
-                       help="default: the checkpoint's own (train_config.json), else cls")
+        add_model_flags(p, required=True)
         p.add_argument("--batch-size", type=int, default=64)
-        p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                       help="fp32 (default) or bf16 autocast, about twice as fast on CPUs with AMX")
+        add_precision_flag(p)
     args = parser.parse_args(argv)
     with command_errors():  # every input is checked before the model is loaded
         if args.batch_size < 1 or (args.command == "search" and args.top_k < 1):

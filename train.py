@@ -9,29 +9,19 @@ import torch
 from tqdm.auto import tqdm
 
 import data
+import eval_sts
+import eval_transfer
+import simcse
 from bert import BertModel
-from config import TrainConfig, check, check_examples, run_command
+from checkpoint import default_model
+from cli import command_errors
+from config import TrainConfig, check, check_examples, parse_args
 from distributed import Processes
-from eval_sts import default_model, dev_metrics
 from guard import NonFiniteGuard
 from mlm import MaskedLM
 from run_folder import RunFolder
-from simcse import contrastive_loss, embed_views, embedding_pooler, reset_mlp
 from speed import Speed
 from tokenizer import load_tokenizer
-
-
-def update(model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step, mlm=None):
-    """One SimCSE step: the views, the contrastive loss over the whole batch, backward, clipping, AdamW."""
-    with fast.autocast():  # bf16 where it pays (speed.py)
-        z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
-    loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight)  # eq. 1 or eq. 5
-    loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ L_mlm, mlm.py
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
-    guard.skip_if_nonfinite(optimizer, loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
-    optimizer.step()
 
 
 def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=False, compile=None,
@@ -45,35 +35,35 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     check_examples(cfg, train_path, examples, procs.world_size)
     n_views = len(examples[0])  # 2: one sentence twice (unsupervised); 3: premise, entailment, contradiction
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * (len(examples) // cfg.batch_size))
-    dev = data.load_sts("STSBenchmark", cfg.data_dir)["dev"]  # model selection on STS-B dev (Appendix A)
-    pooler = embedding_pooler(cfg.pooler, cfg.mlp_only_train)  # the embedding that is evaluated
+    dev = data.load_sts("STSBenchmark", cfg.data_dir, ["dev"])["dev"]  # model selection (Appendix A)
+    pooler = simcse.embedding_pooler(cfg.pooler, cfg.mlp_only_train)  # the embedding that is evaluated
 
     model_name = cfg.model or default_model()
     model, tokenizer = BertModel.from_pretrained(model_name), load_tokenizer(model_name)
     model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
     torch.manual_seed(cfg.seed)
     if cfg.pooler == "cls":
-        reset_mlp(model)  # a new MLP over [CLS] (section 3)
+        simcse.reset_mlp(model)  # a new MLP over [CLS] (section 3)
     else:
         model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: it is not trained
-    fast = Speed(procs.device, compile, cfg.precision)  # bf16, fixed shapes, compile: where they pay
-    mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank, fast.autocast) if cfg.do_mlm else None
+    fast = Speed(procs.device, compile, cfg.precision)  # bf16, packed tokens, compile: where they pay
+    mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank) if cfg.do_mlm else None
     model.to(procs.device)
     params = [p for p in model.parameters() if p.requires_grad]
     # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)  # linear to 0
     state = run.start(model, optimizer, schedule, (train_path, len(examples)))  # step 0, or --resume's
-    step_model = procs.wrap(fast.prepare(model))  # compiled on a GPU; DistributedDataParallel under torchrun
-    guard = NonFiniteGuard(procs.device, procs, run.nonfinite(), fast.check_every)  # guard.py
+    step_model = procs.wrap(fast.prepare(model))  # the same network, faster (speed.py); DDP under torchrun
+    guard = NonFiniteGuard(optimizer, procs.device, procs, run.nonfinite(), fast.check_every)  # guard.py
     procs.print(f"{len(examples)} examples from {train_path}; {total_steps} step(s) of {cfg.batch_size} on "
         f"{procs.world_size} process(es); model {model_name} on {procs.device}; evaluating with {pooler}")
 
     def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
         loss = guard.mean_loss()
         if procs.master:
-            run.save(step, loss, dev_metrics(model, tokenizer, dev, pooler), int(guard.nonfinite.item()),
-                     model, tokenizer, optimizer, schedule)  # log.jsonl, best/ if better, last/
+            run.save(step, loss, eval_sts.dev_metrics(model, tokenizer, dev, pooler),
+                     int(guard.nonfinite.item()), model, tokenizer, optimizer, schedule)  # log, best/, last/
         procs.wait()
 
     if not state["log"]:
@@ -88,15 +78,43 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
         batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
         torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume
-        update(step_model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step, mlm)
+        with fast.autocast():  # bf16 where it pays (speed.py)
+            loss = simcse.loss(step_model, batch, n_views, cfg, procs.gather, mlm, step)  # eq. 1 or eq. 5
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
+        guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
+        optimizer.step()
         schedule.step()
         if step % cfg.eval_steps == 0 or step == total_steps:
             evaluate_dev(step)
             bar.set_postfix(dev=f"{state['log'][-1]['stsb_dev']:.2f}") if procs.master else None
     procs.end()
-    if procs.master:  # best/ on the seven STS test sets and, asked, the transfer tasks (run_folder.py)
-        return run.finish(tokenizer, pooler, procs.device, test, transfer, progress)
+    if procs.master:
+        return test_best(run, tokenizer, pooler, procs.device, test, transfer, progress)
+
+
+def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progress=True):
+    """best/ on the seven STS test sets (test_scores.json; Table 5 of the paper) and, asked, SentEval's
+    transfer tasks (transfer_scores.json; Table 2)."""
+    best, log = run.state["best"], run.state["log"]
+    print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} "
+          f"(step 0: {log[0]['stsb_dev']:.2f}); checkpoint in {run.out / 'best'}")
+    model = BertModel.from_pretrained(str(run.out / "best")).to(device)
+    result = {"log": log, "best": best, "test": None, "transfer": None}
+    for name, wanted, evaluation, title in ((("test", test, eval_sts, "STS test"),
+                                             ("transfer", transfer, eval_transfer, "transfer tasks"))):
+        if wanted:
+            scores = evaluation.evaluate(model, tokenizer, pooler, data_dir=run.cfg.data_dir,
+                                         progress=progress)
+            run.write(f"{name}_scores.json", scores)
+            print(f"------ {title} | {run.out / 'best'} | pooler {pooler} ------")
+            print(evaluation.format_table(scores["scores"]))
+            result[name] = scores["scores"]
+    return result
 
 
 if __name__ == "__main__":
-    run_command(train, __doc__)
+    cfg, options = parse_args(None, __doc__)
+    with command_errors("nothing is lost; continue with the same command and --resume"):
+        train(cfg, **options)

@@ -9,6 +9,7 @@ import transformers
 
 from bert import BertConfig, BertModel
 from checkpoint import read_config
+from speed import PackedBert
 from tokenizer import load_tokenizer
 
 SENTENCES = [
@@ -47,7 +48,7 @@ def outputs(model, batch, train=False):
 
 
 def assert_same_outputs(ours, theirs, batch, atol=1e-5):
-    """Equal at every real token (padded positions carry no meaning: ours are zero, see bert.Padding)."""
+    """Equal at every real token (padded positions carry no meaning)."""
     a, b = outputs(ours, batch), outputs(theirs, batch)
     real = batch["attention_mask"].bool()
     assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= atol
@@ -63,8 +64,9 @@ def test_parity_with_transformers(checkpoint, tiny_dir, minilm_dir, batch):
     assert_same_outputs(BertModel.from_pretrained(path), transformers.BertModel.from_pretrained(path), batch)
 
 
-def test_padding_neither_changes_real_tokens_nor_leaks(minilm_dir, batch):
-    model = BertModel.from_pretrained(minilm_dir)
+def test_packed_tokens_neither_change_real_tokens_nor_leak(minilm_dir, batch):
+    """speed.PackedBert, what training runs on a CPU: the real tokens only, padding up to a multiple of 64."""
+    model = PackedBert(BertModel.from_pretrained(minilm_dir))
     padded = outputs(model, batch)
     real = batch["attention_mask"].bool()
     computed = sum((h != 0).any(-1) for h in padded.hidden_states).bool()  # the packed positions
@@ -77,16 +79,16 @@ def test_padding_neither_changes_real_tokens_nor_leaks(minilm_dir, batch):
 
 
 def test_packing_changes_no_gradient(minilm_dir, batch):
-    """Packed (the real tokens, and padding up to a multiple of 64) or not (every position, as transformers
-    computes it): the same training loss and the same gradient for every weight."""
+    """speed.PackedBert (the real tokens, padding up to a multiple of 64, attention written out) or bert.py
+    (every position, as transformers computes it): the same training loss and gradient for every weight."""
     from simcse import contrastive_loss, embed_views
     results = []
     for pack in (True, False):
         model = BertModel.from_pretrained(minilm_dir)
         model.set_dropout(0.0)
-        model.pack_padding = pack
         two_views = {k: torch.cat([v, v]) for k, v in batch.items()}
-        loss = contrastive_loss(embed_views(model.train(), two_views, 2, "avg"))
+        step_model = PackedBert(model) if pack else model
+        loss = contrastive_loss(embed_views(step_model.train(), two_views, 2, "avg"))
         loss.backward()
         results.append((loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
     (packed, g), (full, h) = results
@@ -107,9 +109,7 @@ def test_dropout_is_the_only_randomness(tiny_dir, batch):
     model.set_dropout(0.0)  # changed after loading: takes effect in every dropout site
     a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)
     assert torch.equal(a.last_hidden_state, b.last_hidden_state)  # nothing else draws random numbers
-    # Training writes attention out, evaluation runs PyTorch's fused kernel: the same function, other
-    # rounding.
-    assert (a.last_hidden_state - outputs(model, batch).last_hidden_state).abs().max() < 1e-5
+    assert (a.last_hidden_state - outputs(model, batch).last_hidden_state).abs().max() < 1e-5  # = eval mode
 
     model.set_dropout(0.5)
     a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)

@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 import data
+import senteval
 import train
 
 HEAD = 300  # training lines served as the "full" wiki file: enough for a 2-step run
@@ -69,7 +70,7 @@ def test_download_fetches_everything_once(hub, tmp_path):
 def unpack_fails(tmp_path, tar_bytes, match):
     (tmp_path / "senteval.tar").write_bytes(tar_bytes)
     with pytest.raises(data.DataError, match=match):
-        data.unpack_senteval(tmp_path / "senteval.tar", tmp_path / "data" / "senteval")
+        data.unpack_senteval(tmp_path / "senteval.tar", tmp_path / "data" / "senteval", senteval.check)
     assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []  # nothing half-made
 
 
@@ -107,7 +108,7 @@ def test_interrupted_unpack_leaves_nothing(hub, tmp_path, monkeypatch):
     monkeypatch.setattr(tarfile.TarFile, "extractall", extract_then_die)
     (tmp_path / "data").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        data.unpack_senteval(served / "senteval.tar", tmp_path / "data" / "senteval")
+        data.unpack_senteval(served / "senteval.tar", tmp_path / "data" / "senteval", senteval.check)
     assert list((tmp_path / "data").iterdir()) == []
 
 

@@ -10,6 +10,7 @@ import transformers
 from scipy.stats import spearmanr
 
 import data
+import senteval
 from bert import BertModel
 from tokenizer import load_tokenizer
 from eval_sts import evaluate, format_table
@@ -108,8 +109,8 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
 
 def test_real_pair_counts(data_root):
     counts = {task: {k: len(v.scores) for k, v in data.load_sts(task, data_root).items()}
-              for task in data.STS_TASKS}
-    assert [sum(counts[y].values()) for y in data.STS_YEARS] == [3108, 1500, 3750, 3000, 1186]
+              for task in senteval.STS_TASKS}
+    assert [sum(counts[y].values()) for y in senteval.STS_YEARS] == [3108, 1500, 3750, 3000, 1186]
     assert counts["STSBenchmark"] == {"train": 5749, "dev": 1500, "test": 1379}
     assert counts["SICKRelatedness"] == {"train": 4500, "dev": 500, "test": 4927}
 
@@ -213,7 +214,7 @@ def test_test_mode_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
     sentence = lambda: " ".join(rng.choice(words, size=rng.integers(3, 9)))
     lines = lambda n: [f"{sentence()}\t{sentence()}" for _ in range(n)]
     scores = lambda n: [f"{x:.2f}" for x in rng.uniform(0, 5, n)]
-    for year, subsets in data.STS_YEARS.items():
+    for year, subsets in senteval.STS_YEARS.items():
         folder = tmp_path / "senteval" / "STS" / f"{year}-en-test"
         folder.mkdir(parents=True)
         for subset in subsets:
@@ -233,11 +234,11 @@ def test_test_mode_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
     model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                  intermediate_size=64))
     result = evaluate(model, load_tokenizer(minilm_dir), "avg", "test", data_dir=tmp_path)
-    assert list(result["scores"]) == data.STS_TASKS + ["Avg"]
+    assert list(result["scores"]) == senteval.STS_TASKS + ["Avg"]
     assert (result["details"]["STS12"]["all"]["n"] == 100
             and result["details"]["STSBenchmark"]["test"]["n"] == 30)
     # As the authors' evaluation.py: the mean of the seven scores as printed (two decimals).
-    assert result["scores"]["Avg"] == sum(round(result["scores"][t], 2) for t in data.STS_TASKS) / 7
+    assert result["scores"]["Avg"] == sum(round(result["scores"][t], 2) for t in senteval.STS_TASKS) / 7
     dev = evaluate(model, load_tokenizer(minilm_dir), "avg", "dev", data_dir=tmp_path)
     assert list(dev["scores"]) == ["STSBenchmark", "SICKRelatedness"]
     with pytest.raises(ValueError, match="no dev split"):

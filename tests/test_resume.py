@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import run_folder
+import simcse
 import sweep
 import train
 from bert import BertConfig, BertModel
@@ -103,13 +104,13 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path):
 def nan_from(steps, monkeypatch):
     """Make contrastive_loss return NaN at the given (1-based) training steps."""
     calls = {"n": 0}
-    loss = train.contrastive_loss
+    loss = simcse.contrastive_loss
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         value = loss(*args, **kwargs)
         return value * float("nan") if calls["n"] in steps else value
-    monkeypatch.setattr(train, "contrastive_loss", poisoned)
+    monkeypatch.setattr(simcse, "contrastive_loss", poisoned)
 
 
 def tiny_config(tiny_checkpoint, data_root, out, **kw):

@@ -28,8 +28,8 @@ if moment == "step-0 evaluation":
 elif moment == "step 2":  # before the first evaluation after step 0
     import guard
     skip = guard.NonFiniteGuard.skip_if_nonfinite
-    def interrupted(self, optimizer, loss, grad_norm, step):
-        skip(self, optimizer, loss, grad_norm, step)
+    def interrupted(self, loss, grad_norm, step):
+        skip(self, loss, grad_norm, step)
         if step == 2:
             ctrl_c()
     guard.NonFiniteGuard.skip_if_nonfinite = interrupted

@@ -16,7 +16,8 @@ from bert import BertConfig, BertModel
 from tokenizer import load_tokenizer
 from eval_sts import encode
 from simcse import POOLERS
-from tool import SimCSE, save_sentence_transformers
+from checkpoint import save_sentence_transformers
+from tool import SimCSE
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "The market fell.",
              "A woman slices an onion in a small kitchen while the radio plays."]

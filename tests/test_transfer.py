@@ -1,6 +1,6 @@
 """Transfer tasks: the readers against SentEval's sizes, the batched regressions against SentEval's loop
-(bench.SentEvalLogReg, one regression at a time) and against torch.optim.Adam, the protocols against
-bench.senteval_transfer_style, and the command line."""
+(senteval_reference.SentEvalLogReg, one regression at a time) and against torch.optim.Adam, the protocols
+against senteval_reference.senteval_transfer_style, and the command line."""
 import json
 import subprocess
 import sys
@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-import bench
 import data
+import senteval
+import senteval_reference
 import eval_transfer as et
 
 # --- Readers ------------------------------------------------------------------------------------
 
 
 def test_real_sizes_match_senteval(data_root):
-    for task in data.TRANSFER_TASKS:
+    for task in senteval.TRANSFER_TASKS:
         splits = data.load_transfer(task, data_root)
         sizes = [len(s.labels) for s in splits.values()]
-        expected = data.TRANSFER_SIZES[task]
+        expected = senteval.TRANSFER_SIZES[task]
         assert sizes == (list(expected) if isinstance(expected, tuple) else [expected]), task
         for part in splits.values():
             assert len(part.sent1) == len(part.labels)
@@ -87,7 +88,7 @@ def test_unknown_task_lists_the_valid_ones():
 
 
 def test_senteval_order_is_words_then_label():
-    part = data.Labelled(["c c c", "a", "b b", "d", "e e"], [0, 1, 1, 0, 1])
+    part = senteval.Labelled(["c c c", "a", "b b", "d", "e e"], [0, 1, 1, 0, 1])
     assert et.senteval_order(part) == [3, 1, 2, 4, 0]  # by word count, then label; ties keep the file's order
 
 
@@ -168,7 +169,7 @@ def test_batched_regressions_are_senteval_loops(one_thread):
                                      [s[1] for s in sets], regs, streams=streams, cfg=cfg, workers=2)
     for s, (train, dev) in enumerate(sets):
         for r, reg in enumerate(regs[s]):
-            clf = bench.SentEvalLogReg(6, 2, reg, max_epoch=40)
+            clf = senteval_reference.SentEvalLogReg(6, 2, reg, max_epoch=40)
             if s < 2:
                 best = clf.fit(X[train], y[train], validation_data=(X[dev], y[dev]))
             else:  # the reference draws the same split itself
@@ -180,7 +181,7 @@ def test_batched_regressions_are_senteval_loops(one_thread):
 
 @pytest.mark.parametrize("task", ["MR", "TREC", "MRPC", "SST2"])
 def test_protocols_are_senteval_validation(task, one_thread):
-    """Each of SentEval's three protocols against bench.senteval_transfer_style, 3 folds instead of 10."""
+    """SentEval's three protocols against senteval_reference.senteval_transfer_style, 3 folds, not 10."""
     pytest.importorskip("sklearn")
     X, y = problem(n=120, classes=6 if task == "TREC" else 2)
     cut = {"MR": {"all": slice(None)}, "TREC": {"train": slice(0, 90), "test": slice(90, None)},
@@ -188,7 +189,8 @@ def test_protocols_are_senteval_validation(task, one_thread):
            "SST2": {"train": slice(0, 70), "dev": slice(70, 95), "test": slice(95, None)}}[task]
     splits = {name: (X[rows], y[rows]) for name, rows in cut.items()}
     ours = et.classify(task, {k: (torch.from_numpy(a), b) for k, (a, b) in splits.items()}, k=3)
-    theirs = bench.senteval_transfer_style(task, splits, outer_folds=1 if task == "MR" else None, kfold=3)
+    theirs = senteval_reference.senteval_transfer_style(task, splits, outer_folds=1 if task == "MR" else None,
+                                                        kfold=3)
     if task == "MR":
         assert ours["fold_acc"][0] == theirs["acc"]
     else:
@@ -213,13 +215,13 @@ def small_senteval(root):
     words = "a good bad film plot actor fun dull great poor story what who when where how".split()
     sentence = lambda: " ".join(rng.choice(words, size=rng.randint(2, 8)))
     senteval = root / "senteval"
-    for task, (folder, first, second) in data.BINARY_FILES.items():
+    for task, (folder, first, second) in senteval.BINARY_FILES.items():
         for name in (first, second):
             write(senteval / folder / name, "".join(sentence() + "\n" for _ in range(30)))
     for split, n in (("train", 60), ("dev", 20), ("test", 20)):
         write(senteval / "SST" / "binary" / f"sentiment-{split}",
               "".join(f"{sentence()}\t{i % 2}\n" for i in range(n)))
-    classes = list(data.TREC_CLASSES)
+    classes = list(senteval.TREC_CLASSES)
     for name, n in (("train_5500.label", 72), ("TREC_10.label", 24)):
         write(senteval / "TREC" / name, "".join(f"{classes[i % 6]}:x {sentence()} ?\n" for i in range(n)))
     for split, n in (("train", 60), ("test", 20)):
@@ -236,8 +238,8 @@ def test_evaluate_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     model = BertModel(config)
     result = et.evaluate(model, load_tokenizer(minilm_dir), "avg", data_dir=tmp_path)
-    assert list(result["scores"]) == data.TRANSFER_TASKS + ["Avg"]
-    assert result["scores"]["Avg"] == sum(round(result["scores"][t], 2) for t in data.TRANSFER_TASKS) / 7
+    assert list(result["scores"]) == senteval.TRANSFER_TASKS + ["Avg"]
+    assert result["scores"]["Avg"] == sum(round(result["scores"][t], 2) for t in senteval.TRANSFER_TASKS) / 7
     assert len(result["details"]["MR"]["fold_acc"]) == 10 and "f1" in result["details"]["MRPC"]
     assert result["details"]["TREC"]["ntest"] == 24 and result["details"]["SST2"]["ndev"] == 20
 
