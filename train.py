@@ -13,6 +13,7 @@ from bert import BertModel
 from config import TrainConfig, check, check_examples, run_command
 from distributed import Processes
 from eval_sts import default_model, dev_metrics
+from gradcache import cached_backward
 from guard import NonFiniteGuard
 from mlm import MaskedLM
 from run_folder import RunFolder
@@ -23,12 +24,15 @@ from tokenizer import load_tokenizer
 
 def update(model, batch, n_views, cfg, optimizer, params, fast, procs, guard, step, mlm=None):
     """One SimCSE step: the views, the contrastive loss over the whole batch, backward, clipping, AdamW."""
-    with fast.autocast():  # bf16 where it pays (speed.py)
-        z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
-    loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight)  # eq. 1 or eq. 5
-    loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ L_mlm, mlm.py
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
+        loss = cached_backward(model, batch, n_views, cfg, procs.gather, fast.autocast, mlm, step)
+    else:
+        with fast.autocast():  # bf16 where it pays (speed.py)
+            z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
+        loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight)  # eq. 1 or eq. 5
+        loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ L_mlm
+        loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
     guard.skip_if_nonfinite(optimizer, loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
     optimizer.step()
