@@ -175,8 +175,8 @@ def test_micro_batched_resume_after_kill_9_is_bit_identical(tiny_checkpoint, dat
 
 def test_torchrun_micro_batched_run_equals_single_process_plain_run(tiny_checkpoint, data_root, tmp_path):
     args = ["train.py", "--preset", "quick-sup", "--model", tiny_checkpoint, "--max-steps", "2",
-            "--eval-steps", "2", "--batch-size", "8", "--dropout", "0", "--precision", "fp32", "--no-test", "--data-dir",
-            str(data_root)]
+            "--eval-steps", "2", "--batch-size", "8", "--dropout", "0", "--precision", "fp32", "--no-test",
+            "--data-dir", str(data_root)]
     for command, extra, out in ((TORCHRUN, ["--micro-batch", "2"], "A"), ([sys.executable], [], "B")):
         run = subprocess.run(command + args + extra + ["--output-dir", str(tmp_path / out)], cwd=REPO,
                              capture_output=True, text=True)
