@@ -71,14 +71,14 @@ def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, step
             set_rng_state(states[c], device)  # this chunk's masks of 1., again
             with autocast():
                 z_c = embed_views(model, piece, n_views, cfg.pooler, cfg.fixed_mask)
-            roots, grads = [z_c], [dz_c.to(z_c.dtype)]  # backward of z_c with dL/dz_c: its part of dL/dθ
-            if mlm:
-                set_rng_state(after, device)  # the MLM pass's own masks, drawn on from where 1. ended
-                part = F.cross_entropy(*mlm.predictions(model, piece, **mlm_pieces[c]), reduction="sum")
-                after = rng_state(device)
-                mlm_sum += part.detach()
-                roots.append(cfg.mlm_weight * part / n_chosen)
-                grads.append(None)
+                roots, grads = [z_c], [dz_c.to(z_c.dtype)]  # z_c's backward with dL/dz_c: its part of dL/dθ
+                if mlm:
+                    set_rng_state(after, device)  # the MLM pass's own masks, drawn on from where 1. ended
+                    part = F.cross_entropy(*mlm.predictions(model, piece, **mlm_pieces[c]), reduction="sum")
+                    after = rng_state(device)
+                    mlm_sum += part.detach()
+                    roots.append(cfg.mlm_weight * part / n_chosen)
+                    grads.append(None)
             torch.autograd.backward(roots, grads)  # one backward: one DistributedDataParallel reduction
     set_rng_state(after, device)  # as after the plain step's draws
     return loss.detach() + cfg.mlm_weight * mlm_sum / n_chosen if mlm else loss.detach()
