@@ -158,7 +158,7 @@ def resident_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-TRAIN_SIDES = ("transformers", "ours-fp32", "ours-bf16")
+TRAIN_SIDES = ("transformers", "ours-fp32", "ours-bf16", "ours-fp32-micro", "ours-bf16-micro")
 
 
 def bench_train(args):
@@ -166,14 +166,21 @@ def bench_train(args):
     is its own), alternating: transformers.BertModel eager in fp32 (padded to the longest, PyTorch's default
     AdamW) against ours as train.py runs it on this device in fp32 and in bf16 (on a GPU: fixed shapes,
     torch.compile, fused AdamW; on a CPU: dense layers on real tokens only). On a GPU also the model FLOP
-    utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak."""
+    utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak. With
+    --micro-batch K, also ours with gradient caching (gradcache.py): the same update K examples at a time."""
     import subprocess
     import tempfile
+    from config import TrainConfig, check
     from speed import cpu_has_bf16, cpu_name
     if args.side:
         return train_side(args)
+    try:  # --micro-batch as train.py checks it
+        check(TrainConfig(batch_size=args.batch_size, micro_batch=args.micro_batch))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     cuda = torch.cuda.is_available()
-    sides = [s for s in TRAIN_SIDES if s != "ours-bf16" or cuda or cpu_has_bf16()]
+    sides = [s for s in TRAIN_SIDES if ("bf16" not in s or cuda or cpu_has_bf16())
+             and (args.micro_batch or not s.endswith("micro"))]
     name = model_name(args, Path(tempfile.mkdtemp()))
     forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ["--model", name]
     results = {side: [] for side in sides}
@@ -196,7 +203,8 @@ def bench_train(args):
     reference = best["transformers"]["seconds"]
     print(f"{'':24s} {'ms/step':>9s} {'examples/s':>11s} {'vs transformers':>16s} {'peak memory':>12s}")
     for side, r in best.items():
-        print(f"{side:24s} {1000 * r['seconds']:9.1f} {args.batch_size / r['seconds']:11.1f} "
+        label = f"{side} {args.micro_batch}" if side.endswith("micro") else side
+        print(f"{label:24s} {1000 * r['seconds']:9.1f} {args.batch_size / r['seconds']:11.1f} "
               f"{reference / r['seconds']:15.2f}x {r['peak_mib']:8.0f} MiB" + (
                   f"   {r['tflops']:.2f} TFLOP/s" + (f", MFU {r['mfu']:.1f}%" if r.get("mfu") else "")))
 
@@ -208,6 +216,7 @@ def train_side(args):
     from distributed import Processes
     from guard import NonFiniteGuard
     import simcse
+    from gradcache import cached_backward
     from simcse import contrastive_loss, embed_views
     from speed import Speed
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -227,14 +236,18 @@ def train_side(args):
         fast = Speed(device, compile=None if args.compile else False, precision=args.side.split("-")[1])
         step_model, params = fast.prepare(model), list(model.parameters())
         optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.0, fused=True)
-        guard = NonFiniteGuard(optimizer, device, Processes(), check_every=fast.check_every)
-        cfg = TrainConfig(pooler="cls")
+        procs = Processes()
+        guard = NonFiniteGuard(optimizer, device, procs, check_every=fast.check_every)
+        cfg = TrainConfig(pooler="cls", micro_batch=args.micro_batch if args.side.endswith("micro") else None)
 
-        def step(batch, i):
-            with fast.autocast():
-                loss = simcse.loss(step_model, batch, n_views, cfg)
+        def step(batch, i):  # train.py's step
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if cfg.micro_batch:
+                loss = cached_backward(step_model, batch, n_views, cfg, procs.gather, fast.autocast)
+            else:
+                with fast.autocast():
+                    loss = simcse.loss(step_model, batch, n_views, cfg)
+                loss.backward()
             guard.skip_if_nonfinite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), i)
             optimizer.step()
     else:
@@ -388,6 +401,8 @@ def main():
     tr.add_argument("--rounds", type=int, default=2)
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                     help="on a GPU (default: on)")
+    tr.add_argument("--micro-batch", type=int, metavar="K",
+                    help="also time ours with --micro-batch K (gradient caching): time and peak memory")
     tr.add_argument("--side", choices=TRAIN_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     ru = sub.add_parser("run", help="a timed train.py run and the projected time of the paper's whole run")
     ru.add_argument("--batch-size", type=int, default=64,

@@ -30,6 +30,7 @@ class TrainConfig:
     fixed_mask: bool = False  # both views share one dropout mask (Table 3, "Fixed 0.1")
     do_mlm: bool = False  # add the auxiliary masked-language-modelling loss (mlm.py; the authors' --do_mlm)
     mlm_weight: float = 0.1  # its weight lambda, the authors' default
+    micro_batch: Optional[int] = None  # the update computed this many examples at a time (gradcache.py)
     eval_steps: int = 125
     seed: int = 42
     precision: str = "auto"  # bf16 autocast where the hardware multiplies bf16 fast (speed.py), else fp32
@@ -57,6 +58,7 @@ PRESETS = {
 
 def check(cfg: TrainConfig):
     """Every value in range and the model found, before anything is read, computed or written."""
+    micro = cfg.micro_batch
     problems = [
         ("--batch-size", cfg.batch_size >= 2, "an integer of at least 2 (in-batch negatives need others)"),
         ("--lr", math.isfinite(cfg.lr) and cfg.lr > 0, "a positive number"),
@@ -70,6 +72,8 @@ def check(cfg: TrainConfig):
         ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
         ("--precision", cfg.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
         ("--mlm-weight", math.isfinite(cfg.mlm_weight) and cfg.mlm_weight >= 0, "a number of at least 0"),
+        ("--micro-batch", micro is None or 1 <= micro and cfg.batch_size % micro == 0,
+         f"an integer of at least 1 that divides --batch-size {cfg.batch_size}"),
     ]
     for flag, ok, expected in problems:
         if not ok:
@@ -85,6 +89,10 @@ def check_examples(cfg, path, examples, world_size):
     """What can be checked once the training file is read."""
     if cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes")
+    share = cfg.batch_size // world_size
+    if cfg.micro_batch and share % cfg.micro_batch:
+        raise ValueError(f"--micro-batch {cfg.micro_batch}: expected an integer that divides each of "
+                         f"{world_size} processes' {share} examples")
     if len(examples) < cfg.batch_size:
         raise DataError(f"{path}: {len(examples)} examples, fewer than one batch of {cfg.batch_size}")
     if cfg.fixed_mask and len(examples[0]) != 2:
@@ -123,6 +131,10 @@ def parse_args(argv=None, description=""):
     flag("fixed_mask", action="store_true", help="share one dropout mask between the two views")
     flag("do_mlm", action="store_true", help="add the auxiliary masked-language-modelling loss (mlm.py)")
     flag("mlm_weight", type=float, help="weight lambda of the MLM loss (default 0.1)")
+    flag("micro_batch", type=int, metavar="K",
+         help="compute the batch's update K examples at a time (gradient caching, gradcache.py): the same "
+              "update in a fraction of the memory, for a --batch-size that does not fit; about one more "
+              "forward pass of time")
     flag("seed", type=int, help="random seed")
     flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto "
                                                "(default): bf16 on GPUs and on CPUs with AMX or AVX512-BF16, "
@@ -146,6 +158,7 @@ def parse_args(argv=None, description=""):
                           if k in {f.name for f in fields(TrainConfig)}}), options
 
 
-def experiment(cfg):  # what must match to resume (the MLM settings only when on: older runs match)
-    drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"})
+def experiment(cfg):  # what must match to resume (MLM, micro-batch settings only when on: older runs match)
+    drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"}) | (
+        set() if cfg.micro_batch else {"micro_batch"})
     return {k: v for k, v in asdict(cfg).items() if k not in drop}

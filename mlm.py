@@ -99,16 +99,23 @@ class MaskedLM:
         self.tokens = (tokenizer.special_ids, tokenizer.mask_id, tokenizer.vocab_size)
         self.seed, self.rank = seed, rank
 
-    def loss(self, model, batch, step):
-        """L_mlm of a tokenised batch. Its masks are a function of (seed, process, step) like the dropout
-        masks (train.py), but drawn from a generator of their own: the views' dropout masks are the same with
-        and without --do-mlm, and everything is the same again on resume."""
+    def masks(self, batch, step):
+        """(masked copy, labels) of the whole batch's input_ids. Its masks are a function of (seed, process,
+        step) like the dropout masks (train.py), but drawn from a generator of their own: the views' dropout
+        masks are the same with and without --do-mlm, and everything is the same again on resume."""
         ids = batch["input_ids"]
         # not the dropout's hash((seed, rank, step)): other draws
         seed = hash((self.seed, self.rank, step, 1))
         generator = torch.Generator(ids.device).manual_seed(seed)
-        masked, labels = mask_tokens(ids, *self.tokens, generator)
+        return mask_tokens(ids, *self.tokens, generator)
+
+    def predictions(self, model, batch, masked, labels):
+        """(logits, labels) at the chosen tokens of a batch, or of some of its rows (gradcache.py)."""
         chosen = labels != IGNORE
         out = model(masked, batch["attention_mask"], batch.get("token_type_ids"))  # the third pass
         logits = self.head(out.last_hidden_state[chosen])  # at the chosen tokens only: the same mean
-        return F.cross_entropy(logits.float(), labels[chosen])
+        return logits.float(), labels[chosen]
+
+    def loss(self, model, batch, step):
+        """L_mlm of a tokenised batch: the mean cross-entropy over its chosen tokens."""
+        return F.cross_entropy(*self.predictions(model, batch, *self.masks(batch, step)))

@@ -17,6 +17,7 @@ from checkpoint import default_model
 from cli import command_errors
 from config import TrainConfig, check, check_examples, parse_args
 from distributed import Processes
+from gradcache import cached_backward
 from guard import NonFiniteGuard
 from mlm import MaskedLM
 from run_folder import RunFolder
@@ -78,10 +79,13 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
         batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
         torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume
-        with fast.autocast():  # bf16 where it pays (speed.py)
-            loss = simcse.loss(step_model, batch, n_views, cfg, procs.gather, mlm, step)  # eq. 1 or eq. 5
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
+            loss = cached_backward(step_model, batch, n_views, cfg, procs.gather, fast.autocast, mlm, step)
+        else:
+            with fast.autocast():  # bf16 where it pays (speed.py)
+                loss = simcse.loss(step_model, batch, n_views, cfg, procs.gather, mlm, step)  # eq. 1 or 5
+            loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
         guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
         optimizer.step()
