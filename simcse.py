@@ -55,13 +55,17 @@ def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False):
     return z.expand(n_views, *z.shape) if fixed_mask else z.view(n_views, -1, z.shape[-1])
 
 
-def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
-    """InfoNCE with in-batch negatives on cosine similarity / temp.
+SIMILARITIES = ("cos", "dot")
+
+
+def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
+    """InfoNCE with in-batch negatives on cosine similarity / temp (similarity="dot": the dot product,
+    Table D.1).
 
     z (2, N, d): anchors h_i and positives h_i+: eq. 1,  -log e^{sim(h_i,h_i+)/t} / sum_j e^{sim(h_i,h_j+)/t}.
     z (3, N, d): and hard negatives h_i- (contradictions) of every anchor in the denominator: eq. 5, with
     hard_negative_weight w added to each anchor's own hard-negative logit, as the authors' code (e^w x)."""
-    z = F.normalize(z.float(), dim=-1)  # unit vectors: a dot product is a cosine
+    z = F.normalize(z.float(), dim=-1) if similarity == "cos" else z.float()  # unit vectors: dot = cosine
     n = z.shape[1]
     logits = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
     labels = torch.arange(n, device=z.device)  # anchor i's positive is column i

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 import data
+from augment import augment_batch
 from bert import BertModel
 from config import TrainConfig, check, check_examples, run_command
 from distributed import Processes
@@ -25,7 +26,7 @@ def update(model, batch, n_views, cfg, optimizer, params, fast, procs, guard, st
     """One SimCSE step: the views, the contrastive loss over the whole batch, backward, clipping, AdamW."""
     with fast.autocast():  # bf16 where it pays (speed.py)
         z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
-    loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight)  # eq. 1 or eq. 5
+    loss = contrastive_loss(procs.gather(z), cfg.temp, cfg.hard_negative_weight, cfg.similarity)  # eq. 1, 5
     loss = loss + cfg.mlm_weight * mlm.loss(model, batch, step) if cfg.do_mlm else loss  # + λ L_mlm, mlm.py
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -85,6 +86,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
         sentences = [examples[i][k] for k in range(n_views) for i in rows]  # view by view
+        sentences = augment_batch(sentences, cfg, procs.rank, step) if cfg.augment else sentences  # Table 1
         batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
         batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
         torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume
