@@ -34,6 +34,7 @@ import config
 import data
 import sweep
 from run_folder import write_file
+from speed import PRECISIONS
 
 Row = namedtuple("Row", "label flags paper why_not", defaults=(None,))  # paper: STS-B dev x100, BERT-base
 UNSUP, SUP = "--preset quick", "--preset quick-sup"  # train.py's CPU-sized presets (config.PRESETS)
@@ -259,7 +260,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64; the "
                                                                    "batch table sets its own)")
     parser.add_argument("--model", help="folder or hub id (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="as train.py's (default auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="as train.py's (default auto)")
     parser.add_argument("--data-dir", help="data folder, as train.py's")
     parser.add_argument("--output-dir", help="the table's folder (default: runs/TABLE)")
     parser.add_argument("--list", action="store_true", help="print the rows and their flags; run none")
