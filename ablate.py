@@ -236,7 +236,7 @@ def plot(out, table, report_rows, runs, trajectories):
                                                              for x in report_rows[:i]) else None)
             if r["not_run"]:
                 ax.annotate("not run", (i, r["paper"] if r["paper"] is not None else 0), fontsize=7,
-                            rotation=90, va="bottom", ha="center", xytext=(0, 8), textcoords="offset points")
+                            rotation=90, va="top", ha="center", xytext=(0, -8), textcoords="offset points")
         names = [f"{r['section']}: {r['label']}" if r["section"] else r["label"] for r in report_rows]
         ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30, ha="right")
         ax.set_ylabel("best STS-B dev (Spearman x100)")
