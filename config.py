@@ -3,12 +3,14 @@ line of train.py, and the checks that every value passes before a run does any w
 import argparse
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Optional
 
+import augment
 from checkpoint import check_model
 from download import DATA_DIR_ENV
 from files import DataError
-from simcse import POOLERS
+from simcse import POOLERS, SIMILARITIES
 from speed import PRECISIONS
 
 
@@ -31,6 +33,9 @@ class TrainConfig:
     do_mlm: bool = False  # add the auxiliary masked-language-modelling loss (mlm.py; the authors' --do_mlm)
     mlm_weight: float = 0.1  # its weight lambda, the authors' default
     micro_batch: Optional[int] = None  # the update computed this many examples at a time (gradcache.py)
+    augment: Optional[str] = None  # a text augmentation of the views (Table 1, augment.py), e.g. "crop:0.1"
+    augment_views: int = 2  # how many views it augments: 2, each its own draw; 1, the second view only
+    similarity: str = "cos"  # sim() of eq. 1: cosine, or "dot", the dot product (Table D.1)
     eval_steps: int = 125
     seed: int = 42
     precision: str = "auto"  # bf16 autocast where the hardware multiplies bf16 fast (speed.py), else fp32
@@ -74,6 +79,8 @@ def check(cfg: TrainConfig):
         ("--mlm-weight", math.isfinite(cfg.mlm_weight) and cfg.mlm_weight >= 0, "a number of at least 0"),
         ("--micro-batch", micro is None or 1 <= micro and cfg.batch_size % micro == 0,
          f"an integer of at least 1 that divides --batch-size {cfg.batch_size}"),
+        ("--augment-views", cfg.augment_views in (1, 2), "1 (the second view) or 2 (both)"),
+        ("--similarity", cfg.similarity in SIMILARITIES, f"one of {', '.join(SIMILARITIES)}"),
     ]
     for flag, ok, expected in problems:
         if not ok:
@@ -81,6 +88,17 @@ def check(cfg: TrainConfig):
             raise ValueError(f"{flag} {value}: expected {expected}")
     if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
         raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
+    if cfg.augment is not None:
+        augment.check(cfg.augment)  # the spec, and what it needs on this machine (WordNet)
+        if Path(cfg.train_file).suffix == ".csv":
+            raise ValueError(f"--augment {cfg.augment} augments unsupervised views: it needs a .txt training "
+                             f"file, not {cfg.train_file}")
+        if cfg.fixed_mask:
+            raise ValueError("--fixed-mask encodes the first view only: the second view's --augment would "
+                             "be lost")
+    elif cfg.augment_views != TrainConfig.augment_views:
+        raise ValueError(f"--augment-views {cfg.augment_views} says which views --augment changes: it needs "
+                         f"--augment")
     if cfg.model is not None:
         check_model(cfg.model)
 
@@ -135,6 +153,14 @@ def parse_args(argv=None, description=""):
          help="compute the batch's update K examples at a time (gradient caching, gradcache.py): the same "
               "update in a fraction of the memory, for a --batch-size that does not fit; about one more "
               "forward pass of time")
+    flag("augment", metavar="SPEC", help="Table 1: augment the unsupervised views: crop:K, word_deletion:K, "
+                                         "delete_one_word, synonym (needs nltk's WordNet) or mlm:K (not "
+                                         "written yet); K a fraction. Dropout stays on (--dropout 0: off)")
+    flag("augment_views", type=int, choices=(1, 2), help="views --augment changes: 2 (default), each view "
+                                                         "its own draw; 1, the second view only (the paper "
+                                                         "does not say which)")
+    flag("similarity", choices=SIMILARITIES, help="sim() of the loss: cos (default) or dot, eq. 1 without "
+                                                  "the normalisation (Table D.1)")
     flag("seed", type=int, help="random seed")
     flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto "
                                                "(default): bf16 on GPUs and on CPUs with AMX or AVX512-BF16, "
@@ -158,7 +184,9 @@ def parse_args(argv=None, description=""):
                           if k in {f.name for f in fields(TrainConfig)}}), options
 
 
-def experiment(cfg):  # what must match to resume (MLM, micro-batch settings only when on: older runs match)
-    drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"}) | (
-        set() if cfg.micro_batch else {"micro_batch"})
+def experiment(cfg):  # what must match to resume (settings off by default only when set: older runs match)
+    drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"})
+    drop |= set() if cfg.micro_batch else {"micro_batch"}
+    drop |= set() if cfg.augment else {"augment", "augment_views"}
+    drop |= set() if cfg.similarity != "cos" else {"similarity"}
     return {k: v for k, v in asdict(cfg).items() if k not in drop}

@@ -58,7 +58,7 @@ def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, step
                 z.append(embed_views(model, piece, n_views, cfg.pooler, cfg.fixed_mask))
     after = rng_state(device)  # where the plain step's random draws go on (the MLM pass's masks)
     z = torch.cat(z, dim=1).float().requires_grad_()  # (views, N, d): the plain step's rows, in its order
-    loss = contrastive_loss(gather(z), cfg.temp, cfg.hard_negative_weight)  # 2. eq. 1 or eq. 5, all N
+    loss = contrastive_loss(gather(z), cfg.temp, cfg.hard_negative_weight, cfg.similarity)  # 2. eq. 1 or 5
     (dz,) = torch.autograd.grad(loss, z)  # dL/dz: this process's rows (GatherBatch sends back its share)
     if mlm:  # L_mlm is a mean over the whole batch's chosen tokens: each chunk adds its sum / their number
         masked, labels = mlm.masks(batch, step)  # the whole batch's masks, as without --micro-batch

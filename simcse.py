@@ -55,14 +55,18 @@ def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False):
     return z.expand(n_views, *z.shape) if fixed_mask else z.view(n_views, -1, z.shape[-1])
 
 
-def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0):
-    """InfoNCE with in-batch negatives on cosine similarity / temp.
+SIMILARITIES = ("cos", "dot")
+
+
+def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
+    """InfoNCE with in-batch negatives on cosine similarity / temp (similarity="dot": the dot product,
+    Table D.1).
 
     z (2, N, d): anchors h_i and positives h_i+: eq. 1,  -log e^{sim(h_i,h_i+)/t} / sum_j e^{sim(h_i,h_j+)/t}.
     z (3, N, d): and hard negatives h_i- (contradictions) of every anchor in the denominator: eq. 5, with
     hard_negative_weight w added to each anchor's own hard-negative logit, as the authors' code (e^w x)."""
     with torch.autocast(z.device.type, enabled=False):  # in fp32, whatever the encoder ran in
-        z = F.normalize(z.float(), dim=-1)  # unit vectors: a dot product is a cosine
+        z = F.normalize(z.float(), dim=-1) if similarity == "cos" else z.float()  # unit vectors: dot = cos
         n = z.shape[1]
         logits = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
         labels = torch.arange(n, device=z.device)  # anchor i's positive is column i
@@ -76,7 +80,7 @@ def loss(model, batch, n_views, cfg, gather=None, mlm=None, step=0):
     (gather: with the other processes' shares under torchrun, distributed.py), plus lambda * L_mlm with
     --do-mlm (mlm.py, the paper's appendix). cfg: the run's TrainConfig (pooler, fixed_mask, temp, ...)."""
     z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
-    total = contrastive_loss(gather(z) if gather else z, cfg.temp, cfg.hard_negative_weight)
+    total = contrastive_loss(gather(z) if gather else z, cfg.temp, cfg.hard_negative_weight, cfg.similarity)
     return total + cfg.mlm_weight * mlm.loss(model, batch, step) if mlm else total
 
 

@@ -15,6 +15,7 @@ import re
 import shlex
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import config
@@ -44,10 +45,53 @@ def cell(s):
     return f"{s['mean']:.2f}{std} [{s['min']:.2f}, {s['max']:.2f}]"
 
 
-def write_report(out: Path, settings, runs, command):
-    summary = {s: {"stsb_dev": summarize([r["stsb_dev"] for r in runs if r["setting"] == s]),
-                   "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])}
-               for s in settings}
+def plan_grid(out: Path, settings, seeds, common):
+    """Every run of a grid, checked before any runs: settings are (name, folder, train.py flags), each run
+    <out>/<folder>/seed-<seed> with the flags `common + flags`. Returns [(name, seed, folder, cfg, options,
+    done)]; a run with run.json or last/ is resumed, one with sweep_run.json is done."""
+    plan = []  # parse every run's flags before running any, so that a typo stops nothing half-way
+    for name, subfolder, flags in settings:
+        for seed in seeds:
+            folder = out / subfolder / f"seed-{seed}"
+            argv_run = common + shlex.split(flags) + ["--seed", str(seed), "--output-dir", str(folder)]
+            cfg, options = config.parse_args(argv_run)
+            config.check(cfg)  # values in range, the model found
+            resume = (folder / "run.json").exists() or (folder / "last" / "state.json").exists()
+            done = (folder / "sweep_run.json").exists()
+            if not done:  # a run to go on with must have the same settings
+                RunFolder(cfg, resume=resume, overwrite=options["overwrite"])
+            plan.append((name, seed, folder, cfg, {**options, "resume": resume}, done))
+    return plan
+
+
+def run_grid(plan, names, report):
+    """Run what the plan has not done, one after another; after each run (so that a partial report survives
+    a kill) report(runs, summary): every run's record and, per name, summarize() of the best STS-B dev
+    and of the test average. Returns (runs, summary)."""
+    runs = []
+    for i, (name, seed, folder, cfg, options, done) in enumerate(plan, 1):
+        result_file = folder / "sweep_run.json"
+        if done:
+            print(f"[{i}/{len(plan)}] {name or '(defaults)'} seed {seed}: done before, skipped")
+        else:
+            resuming = ": resuming" if options["resume"] else ""
+            print(f"[{i}/{len(plan)}] {name or '(defaults)'} seed {seed}{resuming}")
+            start = time.perf_counter()
+            result = train.train(cfg, **options)
+            record = {"setting": name, "seed": seed, "folder": str(folder),
+                      "stsb_dev": result["best"]["stsb_dev"], "best_step": result["best"]["step"],
+                      "test_avg": result["test"]["Avg"] if result["test"] else None,
+                      "seconds": round(time.perf_counter() - start, 1)}  # of the call that finished it
+            result_file.write_text(json.dumps(record, indent=2))
+        runs.append(json.loads(result_file.read_text()))
+        summary = {s: {"stsb_dev": summarize([r["stsb_dev"] for r in runs if r["setting"] == s]),
+                       "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])}
+                   for s in names}
+        report(runs, summary)
+    return runs, summary
+
+
+def write_report(out: Path, settings, runs, summary, command):
     (out / "sweep.json").write_text(json.dumps({"command": command, "runs": runs, "summary": summary},
                                                indent=2))
     lines = ["| setting | n | best STS-B dev, mean ± std [min, max] | test Avg., mean ± std [min, max] |",
@@ -91,36 +135,11 @@ def main(argv=None):
     out = Path(args.output_dir)
     if len(set(map(folder_name, args.settings))) < len(args.settings):
         raise SystemExit("error: two settings give the same folder name; make them differ")
-    plan = []  # parse every run's flags before running any, so that a typo stops nothing half-way
-    for setting in args.settings:
-        for seed in args.seeds:
-            folder = out / folder_name(setting) / f"seed-{seed}"
-            argv_run = common + shlex.split(setting) + ["--seed", str(seed), "--output-dir", str(folder)]
-            cfg, options = config.parse_args(argv_run)
-            config.check(cfg)  # values in range, the model found
-            resume = (folder / "run.json").exists() or (folder / "last" / "state.json").exists()
-            if not (folder / "sweep_run.json").exists():  # a run to go on with must have the same settings
-                RunFolder(cfg, resume=resume, overwrite=options["overwrite"])
-            plan.append((setting, seed, folder, cfg, {**options, "resume": resume}))
+    plan = plan_grid(out, [(s, folder_name(s), s) for s in args.settings], args.seeds, common)
     out.mkdir(parents=True, exist_ok=True)
     command = "python sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    runs, table = [], None
-    for i, (setting, seed, folder, cfg, options) in enumerate(plan, 1):
-        result_file = folder / "sweep_run.json"
-        if result_file.exists():
-            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}: done before, skipped")
-        else:
-            print(f"[{i}/{len(plan)}] {setting or '(defaults)'} seed {seed}"
-                  f"{': resuming' if options['resume'] else ''}")
-            result = train.train(cfg, **options)
-            record = {"setting": setting, "seed": seed, "folder": str(folder),
-                      "stsb_dev": result["best"]["stsb_dev"], "best_step": result["best"]["step"],
-                      "test_avg": result["test"]["Avg"] if result["test"] else None}
-            result_file.write_text(json.dumps(record, indent=2))
-        runs.append(json.loads(result_file.read_text()))
-        # after every run: a partial report survives a kill
-        table = write_report(out, args.settings, runs, command)
-    print(table)
+    report = lambda runs, summary: write_report(out, args.settings, runs, summary, command)
+    print(report(*run_grid(plan, args.settings, report)))  # a report after every run, and the table
     print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
 
 

@@ -12,6 +12,7 @@ import data
 import eval_sts
 import eval_transfer
 import simcse
+from augment import augment_batch
 from bert import BertModel
 from checkpoint import default_model
 from cli import command_errors
@@ -76,6 +77,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
         sentences = [examples[i][k] for k in range(n_views) for i in rows]  # view by view
+        sentences = augment_batch(sentences, cfg, procs.rank, step) if cfg.augment else sentences  # Table 1
         batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
         batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
         torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume

@@ -1,0 +1,305 @@
+r"""The paper's ablations, one command each: STS-B dev (Spearman x100) of every row of a table, ours over
+seeds beside the paper's number (BERT-base).
+
+    python ablate.py table3                                  # laptop defaults: the packaged MiniLM, CPU
+    python ablate.py table3 --seeds 1 2 --max-steps 4 --batch-size 16 --eval-steps 2 --output-dir /tmp/t3
+    python ablate.py table1 --model bert-base-uncased --max-steps 1000 --eval-steps 125   # the paper's, GPU
+
+Tables: table1 (augmentations instead of dropout), table3 (dropout rates), table6 (poolers, unsupervised
+and supervised), table7 (hard negatives), tableD1 (similarity and temperature), batch (Appendix A's batch
+size x learning rate grid, no paper numbers) and figure2 (alignment and uniformity every --eval-steps,
+drawn as the paper's Figure 2). Unsupervised rows start from train.py's preset `quick`, supervised ones from
+`quick-sup`; each row adds its flags (`python ablate.py TABLE --list` prints them). Table 1's augmentations
+change both views, each with its own draw (train.py --augment-views 2, recorded in each run's run.json).
+
+Each run is a run of train.py with --no-test, in its own folder <output-dir>/<row>/seed-<seed> (sweep.py's
+runner): interrupted and started again, the command skips finished runs and resumes the interrupted one. A
+row whose resource is missing (WordNet, an MLM head, neutral hypotheses) is reported as not run, with what
+it needs. It writes <output-dir>/TABLE.md (setting | paper | ours mean ± std [min, max] | n | difference to
+the table's default row), TABLE.json (every run and every number) and TABLE.png, and says the wall time.
+"""
+import argparse
+import csv
+import io
+import json
+import math
+import shlex
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import augment
+import config
+import data
+import sweep
+from cli import command_errors
+from files import write_file
+from speed import PRECISIONS
+
+Row = namedtuple("Row", "label flags paper why_not", defaults=(None,))  # paper: STS-B dev x100, BERT-base
+UNSUP, SUP = "--preset quick", "--preset quick-sup"  # train.py's CPU-sized presets (config.PRESETS)
+PAIRS = "entailment_pairs.csv"  # Table 7's "none": the supervised file without its hard negatives
+
+# A table: sections of (name, base flags, default row, rows); laptop defaults (seeds, max steps, eval steps)
+# chosen so that each table takes under 30 minutes on a 2-core CPU with the packaged model (see estimate).
+TABLES = {
+    "table1": dict(title="Table 1: data augmentations instead of dropout (unsupervised)",
+                   seeds=(1, 2, 3), steps=80, eval_steps=40, sections=[("", UNSUP, "none (unsup. SimCSE)", [
+                       Row("none (unsup. SimCSE)", "", 82.5),
+                       Row("crop 10%", "--augment crop:0.1", 77.8),
+                       Row("crop 20%", "--augment crop:0.2", 71.4),
+                       Row("crop 30%", "--augment crop:0.3", 63.6),
+                       Row("word deletion 10%", "--augment word_deletion:0.1", 75.9),
+                       Row("word deletion 20%", "--augment word_deletion:0.2", 72.2),
+                       Row("word deletion 30%", "--augment word_deletion:0.3", 68.2),
+                       Row("delete one word", "--augment delete_one_word", 75.9),
+                       Row("delete one word, w/o dropout", "--augment delete_one_word --dropout 0", 74.2),
+                       Row("synonym replacement", "--augment synonym", 77.4),
+                       Row("MLM 15%", "--augment mlm:0.15", 62.2)])]),
+    "table3": dict(title="Table 3: dropout probability p (unsupervised)",
+                   seeds=(1, 2, 3), steps=80, eval_steps=40, sections=[("", UNSUP, "p = 0.1", [
+                       Row("p = 0", "--dropout 0", 71.1),
+                       Row("p = 0.01", "--dropout 0.01", 72.6),
+                       Row("p = 0.05", "--dropout 0.05", 81.1),
+                       Row("p = 0.1", "--dropout 0.1", 82.5),
+                       Row("p = 0.15", "--dropout 0.15", 81.4),
+                       Row("p = 0.2", "--dropout 0.2", 80.5),
+                       Row("p = 0.5", "--dropout 0.5", 71.0),
+                       Row("fixed 0.1", "--dropout 0.1 --fixed-mask", 43.6)])]),
+    "table6": dict(title="Table 6: poolers (unsupervised and supervised)",
+                   seeds=(1, 2, 3), steps=80, eval_steps=40, sections=[
+                       (section, base, default, [
+                           Row("[CLS] w/ MLP", "--pooler cls --no-mlp-only-train", unsup_sup[0]),
+                           Row("[CLS] w/ MLP (train)", "--pooler cls --mlp-only-train", unsup_sup[1]),
+                           Row("[CLS] w/o MLP", "--pooler cls_before_pooler", unsup_sup[2]),
+                           Row("first-last avg.", "--pooler avg_first_last", unsup_sup[3])])
+                       for section, base, default, unsup_sup in [
+                           ("unsup", UNSUP, "[CLS] w/ MLP (train)", (81.7, 82.5, 80.9, 81.2)),
+                           ("sup", SUP, "[CLS] w/ MLP", (86.2, 85.8, 86.2, 86.1))]]),
+    # alpha multiplies e^sim of an anchor's own hard negative (eq. 5); the authors' code adds its log.
+    "table7": dict(title="Table 7: hard negatives (supervised)",
+                   seeds=(1, 2, 3), steps=150, eval_steps=50, sections=[("", SUP, "alpha = 1", [
+                       Row("none (entailment pairs only)", "--train-file {pairs}", 84.9),
+                       Row("contradiction + neutral", None, 85.3,
+                           "needs a neutral hypothesis for every premise, which the authors' NLI file does "
+                           "not carry (sent0,sent1,hard_neg: entailment and contradiction only)"),
+                       Row("alpha = 0.5", f"--hard-negative-weight {math.log(0.5)!r}", 86.1),
+                       Row("alpha = 1", "--hard-negative-weight 0", 86.2),
+                       Row("alpha = 2", f"--hard-negative-weight {math.log(2)!r}", 86.2)])]),
+    # Table D.1's "N/A" column is the dot product with no temperature: tau = 1.
+    "tableD1": dict(title="Table D.1: similarity function and temperature tau (supervised)",
+                    seeds=(1, 2, 3), steps=100, eval_steps=50, sections=[("", SUP, "cos, tau = 0.05", [
+                        Row("dot product (tau: N/A)", "--similarity dot --temp 1", 85.9),
+                        Row("cos, tau = 0.001", "--temp 0.001", 84.9),
+                        Row("cos, tau = 0.01", "--temp 0.01", 85.4),
+                        Row("cos, tau = 0.05", "--temp 0.05", 86.2),
+                        Row("cos, tau = 0.1", "--temp 0.1", 82.0),
+                        Row("cos, tau = 1", "--temp 1", 64.0)])]),
+    # Appendix A: the paper reports only that SimCSE is not sensitive to these. The row's --batch-size wins.
+    "batch": dict(title="Appendix A: batch size x learning rate (unsupervised)",
+                  seeds=(1, 2), steps=30, eval_steps=15, sections=[("", UNSUP, "batch 64, lr 3e-5", [
+                      Row(f"batch {b}, lr {lr}", f"--batch-size {b} --lr {lr}", None)
+                      for b in (64, 128, 256, 512) for lr in ("1e-5", "3e-5", "5e-5")])]),
+    "figure2": dict(title="Figure 2: alignment and uniformity while training (unsupervised)",
+                    seeds=(1, 2, 3), steps=100, eval_steps=10, sections=[("", UNSUP, "unsup. SimCSE", [
+                        Row("unsup. SimCSE", "", None),
+                        Row("no dropout", "--dropout 0", None),
+                        Row("fixed 0.1", "--dropout 0.1 --fixed-mask", None),
+                        Row("delete one word", "--augment delete_one_word", None)])]),
+}
+STEP_SECONDS, EVAL_SECONDS, RUN_SECONDS = 0.45, 4.5, 8  # a guess for this CPU (see estimate)
+
+
+def rows(table):
+    """(section, base flags, Row, name, why not) of every row: name is unique in the table; why not: None if
+    the row can run here, else what it needs."""
+    for section, base, default, section_rows in TABLES[table]["sections"]:
+        for row in section_rows:
+            why_not = row.why_not
+            if row.flags and "--augment" in row.flags:  # WordNet, an MLM head: on this machine?
+                flags = shlex.split(row.flags)
+                why_not = augment.unavailable(flags[flags.index("--augment") + 1])
+            yield section, base, row, f"{section}: {row.label}" if section else row.label, why_not
+
+
+def default_name(table, section):
+    default = next(d for s, _, d, _ in TABLES[table]["sections"] if s == section)
+    return f"{section}: {default}" if section else default
+
+
+def estimate(plan):
+    """Seconds for the runs not done, at a bf16 step of 64 sentences in STEP_SECONDS (three views: 15%
+    more), an STS-B dev evaluation and its checkpoints in EVAL_SECONDS, loading in RUN_SECONDS: the packaged
+    MiniLM on a 2-core CPU with AMX (README, bench.py train). Other models and machines: scale it."""
+    total = 0.0
+    for _, _, _, cfg, _, done in plan:
+        views = 1.15 if cfg.train_file.endswith(".csv") else 1.0
+        evaluations = cfg.max_steps // cfg.eval_steps + 1
+        total += 0 if done else (RUN_SECONDS + cfg.max_steps * STEP_SECONDS * cfg.batch_size / 64 * views
+                                 + evaluations * EVAL_SECONDS)
+    return total
+
+
+def write_entailment_pairs(out, data_dir):
+    """Table 7's "none": premises and their entailments of the supervised file, without the hard negatives."""
+    path = data.training_file(config.PRESETS["quick-sup"]["train_file"], data_dir)
+    text = io.StringIO()
+    pairs = [row[:2] for row in data.read_nli_csv(path)[0]]
+    csv.writer(text, lineterminator="\n").writerows([("sent0", "sent1")] + pairs)
+    write_file(out / PAIRS, text.getvalue())
+
+
+def log_of(run):
+    return [json.loads(line) for line in (Path(run["folder"]) / "log.jsonl").read_text().splitlines()]
+
+
+def trajectory(runs):
+    """(step, alignment, uniformity) at each evaluation, the mean over the seeds that reached it."""
+    logs = [log_of(r) for r in runs]
+    steps = sorted({rec["step"] for log in logs for rec in log})
+    at = lambda key, step: [rec[key] for log in logs for rec in log if rec["step"] == step]
+    return [(s, sum(at("align", s)) / len(at("align", s)), sum(at("uniform", s)) / len(at("uniform", s)))
+            for s in steps]
+
+
+def write_report(out, table, listed, runs, summary, command, wall):
+    """TABLE.json, TABLE.md and TABLE.png from the runs so far (called after every run)."""
+    spec = TABLES[table]
+    report_rows = []
+    for section, _, row, name, why_not in listed:
+        ours = summary.get(name, {}).get("stsb_dev", sweep.summarize([]))
+        base = summary.get(default_name(table, section), {}).get("stsb_dev", sweep.summarize([]))
+        paper_base = next(r.paper for _, _, r, n, _ in listed if n == default_name(table, section))
+        report_rows.append({
+            "section": section, "label": row.label, "name": name, "paper": row.paper,
+            "flags": row.flags and row.flags.format(pairs=f"<output-dir>/{PAIRS}"),
+            "default": name == default_name(table, section), "not_run": why_not, "ours": ours,
+            "diff_to_default": ours["mean"] - base["mean"] if ours["n"] and base["n"] else None,
+            "paper_diff_to_default": row.paper - paper_base if row.paper is not None else None})
+    seconds = sum(r.get("seconds", 0) for r in runs)
+    result = {"table": table, "title": spec["title"], "command": command, "rows": report_rows, "runs": runs,
+              "wall_seconds": round(wall, 1), "runs_seconds": round(seconds, 1)}
+    if table == "figure2":
+        result["trajectories"] = {r["name"]: trajectory([x for x in runs if x["setting"] == r["name"]])
+                                  for r in report_rows if any(x["setting"] == r["name"] for x in runs)}
+    write_file(out / f"{table}.json", json.dumps(result, indent=2))
+
+    number = lambda x, sign="": "—" if x is None else f"{x:{sign}.2f}"
+    lines = ["| setting | train.py flags | paper | ours, mean ± std [min, max] | n "
+             "| vs default: ours (paper) |", "|---|---|---|---|---|---|"]
+    for r in report_rows:
+        label = f"{r['section']}: {r['label']}" if r["section"] else r["label"]
+        label = f"**{label}** (default)" if r["default"] else label
+        flags = f"`{r['flags']}`" if r["flags"] else ("(none)" if r["flags"] == "" else "—")
+        ours = f"not run: {r['not_run']}" if r["not_run"] else sweep.cell(r["ours"])
+        diff = "" if r["default"] else (f"{number(r['diff_to_default'], '+')} "
+                                        f"({number(r['paper_diff_to_default'], '+')})")
+        lines.append(f"| {label} | {flags} | {number(r['paper'])} | {ours} | {r['ours']['n']} | {diff} |")
+    markdown = (f"# {spec['title']}\n\nSTS-B dev, Spearman x100: the best of each run's evaluations; the "
+                f"paper's numbers are BERT-base.\n\n`{command}`\n\n" + "\n".join(lines) +
+                f"\n\nWall time: {wall:.0f} s for this command; {seconds:.0f} s in the runs' own calls.\n")
+    write_file(out / f"{table}.md", markdown)
+    plot(out, table, report_rows, runs, result.get("trajectories"))
+    return "\n".join(lines)
+
+
+def plot(out, table, report_rows, runs, trajectories):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(matplotlib is not installed: no {table}.png)")
+        return
+    if trajectories is not None:  # Figure 2: (uniformity, alignment) paths, arrows in the direction of time
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        for i, (name, points) in enumerate(trajectories.items()):
+            x, y = [p[2] for p in points], [p[1] for p in points]
+            ax.plot(x, y, ".", color=f"C{i}", label=name)
+            for j in range(len(points) - 1):
+                ax.annotate("", xy=(x[j + 1], y[j + 1]), xytext=(x[j], y[j]),
+                            arrowprops=dict(arrowstyle="->", color=f"C{i}"))
+        ax.set_xlabel("uniformity l_uniform (lower is better)")
+        ax.set_ylabel("alignment l_align (lower is better)")
+        ax.legend(fontsize=8, title="on STS-B dev, mean over seeds", title_fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(report_rows)), 4.5))
+        for i, r in enumerate(report_rows):
+            values = [x["stsb_dev"] for x in runs if x["setting"] == r["name"]]
+            ax.plot([i] * len(values), values, ".", color="gray")
+            if r["ours"]["n"]:
+                ax.errorbar(i, r["ours"]["mean"], yerr=r["ours"]["std"] or 0, fmt="o", color="C0", capsize=4,
+                            label="ours, mean ± std (dots: runs)" if i == 0 else None)
+            if r["paper"] is not None:
+                ax.plot(i, r["paper"], "x", color="C3", markersize=8,
+                        label="paper (BERT-base)" if not any(x["paper"] is not None
+                                                             for x in report_rows[:i]) else None)
+            if r["not_run"]:
+                ax.annotate("not run", (i, r["paper"] if r["paper"] is not None else 0), fontsize=7,
+                            rotation=90, va="top", ha="center", xytext=(0, -8), textcoords="offset points")
+        names = [f"{r['section']}: {r['label']}" if r["section"] else r["label"] for r in report_rows]
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30, ha="right")
+        ax.set_ylabel("best STS-B dev (Spearman x100)")
+        ax.legend(fontsize=8)
+    ax.set_title(TABLES[table]["title"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / f"{table}.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    defaults = "laptop defaults (--batch-size 64):" + "".join(
+        f"\n  {name}: --seeds {' '.join(map(str, t['seeds']))} --max-steps {t['steps']} "
+        f"--eval-steps {t['eval_steps']}" for name, t in TABLES.items())
+    parser = argparse.ArgumentParser(description=__doc__, epilog=defaults,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("table", choices=TABLES)
+    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds of each row (default: the table's)")
+    parser.add_argument("--max-steps", type=int, help="updates of each run (default: the table's)")
+    parser.add_argument("--eval-steps", type=int, help="STS-B dev every N steps (default: the table's)")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64; the "
+                                                                   "batch table sets its own)")
+    parser.add_argument("--model", help="folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="as train.py's (default auto)")
+    parser.add_argument("--data-dir", help="data folder, as train.py's")
+    parser.add_argument("--output-dir", help="the table's folder (default: runs/TABLE)")
+    parser.add_argument("--list", action="store_true", help="print the rows and their flags; run none")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    table, spec = args.table, TABLES[args.table]
+    out = Path(args.output_dir or f"runs/{table}")
+    listed = list(rows(table))
+    if args.list:
+        for _, base, row, name, why_not in listed:
+            print(f"{name}: paper {row.paper}; "
+                  + (f"not run: {why_not}" if why_not else f"{base} {row.flags}"))
+        return
+    common = ["--max-steps", str(args.max_steps or spec["steps"]), "--eval-steps",
+              str(args.eval_steps or spec["eval_steps"]), "--batch-size", str(args.batch_size), "--no-test"]
+    for flag in ("model", "precision", "data_dir"):
+        if getattr(args, flag) is not None:
+            common += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+    settings = [(name, sweep.folder_name(name), f"{base} " + row.flags.format(pairs=out / PAIRS))
+                for _, base, row, name, why_not in listed if why_not is None]
+    plan = sweep.plan_grid(out, settings, args.seeds or spec["seeds"], common)  # every run checked first
+    left = sum(not p[-1] for p in plan)
+    print(f"{table}: {len(plan)} runs ({len(plan) - left} done before), {len(listed) - len(settings)} row(s) "
+          f"not run; about {estimate(plan) / 60:.0f} min for the {left} left (a guess for the packaged "
+          f"MiniLM on a 2-core CPU in bf16)")
+    for _, _, _, name, why_not in listed:
+        if why_not:
+            print(f"  {name}: not run: {why_not}")
+    out.mkdir(parents=True, exist_ok=True)
+    if any(str(out / PAIRS) in flags for _, _, flags in settings):
+        write_entailment_pairs(out, args.data_dir)
+    command = "python ablate.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report = lambda runs, summary: write_report(out, table, listed, runs, summary, command,
+                                                time.perf_counter() - start)
+    print(report(*sweep.run_grid(plan, [s[0] for s in settings], report)))
+    print(f"written: {out / table}.md, .json, .png in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    with command_errors("nothing is lost; run the same command again to go on"):
+        main()
