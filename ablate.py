@@ -111,15 +111,15 @@ TABLES = {
 STEP_SECONDS, EVAL_SECONDS, RUN_SECONDS = 0.45, 4.5, 8  # a guess for this CPU (see estimate)
 
 
-def rows(table):
+def rows(table, model=None):
     """(section, base flags, Row, name, why not) of every row: name is unique in the table; why not: None if
-    the row can run here, else what it needs."""
+    the row can run here on `model` (None: the packaged one), else what it needs."""
     for section, base, default, section_rows in TABLES[table]["sections"]:
         for row in section_rows:
             why_not = row.why_not
             if row.flags and "--augment" in row.flags:  # WordNet, an MLM head: on this machine?
                 flags = shlex.split(row.flags)
-                why_not = augment.unavailable(flags[flags.index("--augment") + 1])
+                why_not = augment.unavailable(flags[flags.index("--augment") + 1], model)
             yield section, base, row, f"{section}: {row.label}" if section else row.label, why_not
 
 
@@ -269,7 +269,7 @@ def main(argv=None):
     start = time.perf_counter()
     table, spec = args.table, TABLES[args.table]
     out = Path(args.output_dir or f"runs/{table}")
-    listed = list(rows(table))
+    listed = list(rows(table, args.model))
     if args.list:
         for _, base, row, name, why_not in listed:
             print(f"{name}: paper {row.paper}; "

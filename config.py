@@ -89,7 +89,7 @@ def check(cfg: TrainConfig):
     if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
         raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
     if cfg.augment is not None:
-        augment.check(cfg.augment)  # the spec, and what it needs on this machine (WordNet)
+        augment.check(cfg.augment, cfg.model)  # the spec, and what it needs here (WordNet, an MLM head)
         if Path(cfg.train_file).suffix == ".csv":
             raise ValueError(f"--augment {cfg.augment} augments unsupervised views: it needs a .txt training "
                              f"file, not {cfg.train_file}")
@@ -154,8 +154,9 @@ def parse_args(argv=None, description=""):
               "update in a fraction of the memory, for a --batch-size that does not fit; about one more "
               "forward pass of time")
     flag("augment", metavar="SPEC", help="Table 1: augment the unsupervised views: crop:K, word_deletion:K, "
-                                         "delete_one_word, synonym (needs nltk's WordNet) or mlm:K (not "
-                                         "written yet); K a fraction. Dropout stays on (--dropout 0: off)")
+                                         "delete_one_word, synonym (needs nltk's WordNet) or mlm:K (needs a "
+                                         "model with its MLM head); K a fraction. Dropout stays on "
+                                         "(--dropout 0: off)")
     flag("augment_views", type=int, choices=(1, 2), help="views --augment changes: 2 (default), each view "
                                                          "its own draw; 1, the second view only (the paper "
                                                          "does not say which)")

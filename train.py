@@ -12,7 +12,7 @@ import data
 import eval_sts
 import eval_transfer
 import simcse
-from augment import augment_batch
+from augment import MaskedLMFill, augment_batch
 from bert import BertModel
 from checkpoint import default_model
 from cli import command_errors
@@ -50,6 +50,8 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: it is not trained
     fast = Speed(procs.device, compile, cfg.precision)  # bf16, packed tokens, compile: where they pay
     mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank) if cfg.do_mlm else None
+    # --augment mlm:K: the words predicted by a frozen copy of the starting checkpoint's MLM (augment.py)
+    fill = MaskedLMFill(model_name, procs.device) if (cfg.augment or "").startswith("mlm:") else None
     model.to(procs.device)
     params = [p for p in model.parameters() if p.requires_grad]
     # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
@@ -77,7 +79,8 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
         sentences = [examples[i][k] for k in range(n_views) for i in rows]  # view by view
-        sentences = augment_batch(sentences, cfg, procs.rank, step) if cfg.augment else sentences  # Table 1
+        if cfg.augment:  # Table 1
+            sentences = augment_batch(sentences, cfg, procs.rank, step, fill)
         batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
         batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
         torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume
