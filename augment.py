@@ -138,8 +138,8 @@ class MaskedLMFill:
         chosen_tokens, where = torch.zeros_like(batch["input_ids"], dtype=torch.bool), []  # where: (i, word)
         for i, (words, e) in enumerate(zip(sentences, encodings)):
             starts = [sum(len(w) + 1 for w in words[:j]) for j in range(len(words))]  # of each word in text
-            for t, ((begin, _), special) in enumerate(zip(e.offsets, e.special_tokens_mask)):
-                word = bisect_right(starts, begin) - 1  # the word a token's first character is in
+            for t, ((_, end), special) in enumerate(zip(e.offsets, e.special_tokens_mask)):
+                word = bisect_right(starts, end - 1) - 1  # the word of its last character (BPE: "Ġman")
                 if not special and word in chosen[i]:
                     chosen_tokens[i, t] = True
                     where.append((i, word))
