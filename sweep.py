@@ -6,8 +6,8 @@ r"""Seed sweeps: a grid of settings x seeds of train.py, run one after another, 
 A setting is a string of train.py flags; every other flag (here --max-steps, --batch-size, --no-test) is
 passed to every run. Each run has its own folder, <output-dir>/<setting>/seed-<seed>. Restarted, the sweep
 skips the runs that finished and resumes the one that was interrupted. It writes <output-dir>/sweep.json
-(every run's numbers and, per setting, n, mean, sample std, min and max of the best STS-B dev score after training (step 0 not counted) and of
-the seven-task test average), sweep.md (the table) and, with matplotlib installed, sweep.png.
+(every run's numbers and, per setting, n, mean, sample std, min and max of the best STS-B dev score after
+training -- step 0 not counted -- and of the seven-task test average), sweep.md (the table) and, with matplotlib installed, sweep.png.
 """
 import argparse
 import json
