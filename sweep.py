@@ -7,7 +7,8 @@ A setting is a string of train.py flags; every other flag (here --max-steps, --b
 passed to every run. Each run has its own folder, <output-dir>/<setting>/seed-<seed>. Restarted, the sweep
 skips the runs that finished and resumes the one that was interrupted. It writes <output-dir>/sweep.json
 (every run's numbers and, per setting, n, mean, sample std, min and max of the best STS-B dev score after
-training -- step 0 not counted -- and of the seven-task test average), sweep.md (the table) and, with matplotlib installed, sweep.png.
+training -- step 0 not counted -- and of the seven-task test average), sweep.md (the table) and, with
+matplotlib installed, sweep.png.
 """
 import argparse
 import json
