@@ -2,10 +2,12 @@
 ratios.
 
     python bench.py eval     # full seven-task STS test evaluation: ours vs. the SentEval way
-    python bench.py train    # SimCSE training steps: our BERT vs. transformers.BertModel
+    python bench.py train    # SimCSE training steps: ours vs. transformers and sentence-transformers, fp32
+                             # and bf16, and the step's matmul roofline
     python bench.py train --train-file nli/nli_small_for_simcse.csv   # supervised (triplets)
     python bench.py train --bert-base       # the paper's model shape (random weights), e.g. on a GPU
     python bench.py run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
+    python bench.py encode   # STS-B's 17,256 sentences: ours vs. sentence-transformers' encode
     python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
     python bench.py index    # build_index of 200,000 sentences: peak memory, tokenised in chunks or at once
     python bench.py transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
@@ -158,17 +160,35 @@ def resident_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-TRAIN_SIDES = ("transformers", "ours-fp32", "ours-bf16", "ours-fp32-micro", "ours-bf16-micro")
+PEERS = ("transformers-fp32", "transformers-bf16", "st-fp32", "st-bf16")
+TRAIN_SIDES = PEERS + ("ours-fp32", "ours-bf16", "ours-fp32-micro", "ours-bf16-micro", "roofline-fp32",
+                       "roofline-bf16")
+
+
+def side_runs(what, sides, forwarded, rounds):
+    """Each side in a process of its own (its peak memory its own), the sides alternated round by round (no
+    side gets only the machine's better moments): {side: [the JSON its process printed last, ...]}."""
+    import subprocess
+    results = {side: [] for side in sides}
+    for _ in range(rounds):
+        for side in sides:
+            run = subprocess.run([sys.executable, __file__, what, *forwarded, "--side", side],
+                                 capture_output=True, text=True)
+            if run.returncode:
+                raise SystemExit(f"bench.py {what} --side {side} failed:\n{run.stderr[-3000:]}")
+            results[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    return results
 
 
 def bench_train(args):
-    """Time per SimCSE update on the same batches, each side in a process of its own (so that its peak memory
-    is its own), alternating: transformers.BertModel eager in fp32 (padded to the longest, PyTorch's default
-    AdamW) against ours as train.py runs it on this device in fp32 and in bf16 (on a GPU: fixed shapes,
-    torch.compile, fused AdamW; on a CPU: dense layers on real tokens only). On a GPU also the model FLOP
-    utilisation: 6 x real tokens x matmul weights per update, over the GPU's dense bf16 peak. With
-    --micro-batch K, also ours with gradient caching (gradcache.py): the same update K examples at a time."""
-    import subprocess
+    """Time per SimCSE update on the same batches against the best configuration of each peer:
+    transformers.BertModel with our loss, and sentence-transformers' MultipleNegativesRankingLoss (CLS
+    pooling, scale 20 = 1 / temperature 0.05), each in fp32 and under bf16 autocast, with the Trainer's
+    defaults (fused AdamW, gradients clipped at 1.0); ours as train.py runs it on this device, in fp32 and
+    bf16. Every side tokenises inside the timed loop, as train.py does each step. The roofline sides time only
+    the step's matrix products at its own shapes. On a GPU also the model FLOP utilisation: 6 x real tokens
+    x matmul weights per update, over the GPU's dense bf16 peak. With --micro-batch K, also ours with gradient
+    caching (gradcache.py): the same update K examples at a time, its time and peak memory."""
     import tempfile
     from config import TrainConfig, check
     from speed import cpu_has_bf16, cpu_name
@@ -183,30 +203,33 @@ def bench_train(args):
              and (args.micro_batch or not s.endswith("micro"))]
     name = model_name(args, Path(tempfile.mkdtemp()))
     forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ["--model", name]
-    results = {side: [] for side in sides}
-    for _ in range(args.rounds):  # alternate, so that no side gets only the machine's better moments
-        for side in sides:
-            run = subprocess.run([sys.executable, __file__, "train", *forwarded, "--side", side],
-                                 capture_output=True, text=True)
-            if run.returncode:
-                raise SystemExit(f"bench.py train --side {side} failed:\n{run.stderr[-3000:]}")
-            results[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    results = side_runs("train", sides, forwarded, args.rounds)
     best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
-    info = best[sides[0]]
+    info = best["ours-fp32"]
     device = torch.cuda.get_device_name() if cuda else cpu_name()
     print(f"model {name} ({info['layers']} layers, {info['hidden']} wide), {info['views']} sentences x batch "
-          f"{args.batch_size} from {args.train_file}, max length 32, {args.steps} timed steps after "
-          f"{args.warmup}, best of {args.rounds} rounds; {info['tokens']:.0f} real tokens a step; "
-          f"on {device}")
+          f"{args.batch_size} from {args.train_file}, max length 32, tokenised in the timed loop, "
+          f"{args.steps} timed steps after {args.warmup}, best of {args.rounds} rounds; "
+          f"{info['tokens']:.0f} real tokens a step; on {device}")
     print(f"all rounds (ms/step): "
           f"{ {k: [round(1000 * x['seconds'], 1) for x in v] for k, v in results.items()} }")
-    reference = best["transformers"]["seconds"]
-    print(f"{'':24s} {'ms/step':>9s} {'examples/s':>11s} {'vs transformers':>16s} {'peak memory':>12s}")
+    peers = [s for s in sides if s in PEERS]
+    fastest = min(peers, key=lambda s: best[s]["seconds"])
+    reference = best[fastest]["seconds"]
+    print(f"{'':20s} {'ms/step':>9s} {'examples/s':>11s} {'vs ' + fastest:>24s} {'peak memory':>12s}")
     for side, r in best.items():
+        if side.startswith("roofline"):
+            continue
         label = f"{side} {args.micro_batch}" if side.endswith("micro") else side
-        print(f"{label:24s} {1000 * r['seconds']:9.1f} {args.batch_size / r['seconds']:11.1f} "
-              f"{reference / r['seconds']:15.2f}x {r['peak_mib']:8.0f} MiB" + (
+        print(f"{label:20s} {1000 * r['seconds']:9.1f} {args.batch_size / r['seconds']:11.1f} "
+              f"{reference / r['seconds']:23.2f}x {r['peak_mib']:8.0f} MiB" + (
                   f"   {r['tflops']:.2f} TFLOP/s" + (f", MFU {r['mfu']:.1f}%" if r.get("mfu") else "")))
+    for precision in ("fp32", "bf16"):
+        if f"ours-{precision}" in best:
+            ours, roof = best[f"ours-{precision}"]["seconds"], best[f"roofline-{precision}"]["seconds"]
+            print(f"ours {precision}: {reference / ours:.2f}x the fastest peer side ({fastest}); step within "
+                  f"{ours / roof:.2f}x of its matmul roofline ({1000 * roof:.1f} ms of {precision} matrix "
+                  f"products at its shapes, {best[f'roofline-{precision}']['tflops']:.2f} TFLOP/s)")
 
 
 def train_side(args):
@@ -224,23 +247,36 @@ def train_side(args):
     sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before the clock
     examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
     n_views = len(examples[0])
-    tokenizer = load_tokenizer(args.model)
     order = data.batches(len(examples), args.batch_size, seed=0)
     texts = [[row[k] for k in range(n_views) for row in (examples[i] for i in next(order))]
-             for _ in range(args.warmup + args.steps)]
-    ours = args.side.startswith("ours")
-    batches = [{k: v.to(device) for k, v in tokenizer(t, 32, pad_to_max_length=cuda and ours).items()}
-               for t in texts]  # as train.py pads on this device; transformers: to the longest
-    if ours:  # train.py's step: autocast, simcse.loss, backward, clipping, the guard, fused AdamW
+             for _ in range(args.warmup + args.steps)]  # view by view, as train.py
+    tokenizer = load_tokenizer(args.model)
+    kind, precision = args.side.split("-")[:2]  # ours-bf16-micro: ours, bf16, gradient caching
+    amp = torch.bfloat16 if precision == "bf16" else None
+    c = BertConfig(**{k: v for k, v in transformers.AutoConfig.from_pretrained(args.model).to_dict().items()
+                      if k in BertConfig.__dataclass_fields__})
+    tokens = sum(int(tokenizer(t, 32)["attention_mask"].sum()) for t in texts[args.warmup:]) / args.steps
+    flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2
+                                                + 2 * c.hidden_size * c.intermediate_size)
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
+    result = {"tokens": tokens, "layers": c.num_hidden_layers, "hidden": c.hidden_size, "views": n_views}
+    if kind == "roofline":
+        shapes = [tokenizer(t, 32)["attention_mask"] for t in texts]
+        seconds = matmul_roofline(c, shapes[args.warmup:], amp or torch.float32, device, sync)
+        print(json.dumps({**result, "seconds": seconds, "peak_mib": 0.0, "tflops": flops / seconds / 1e12}))
+        return
+    if kind == "ours":
         model = BertModel.from_pretrained(args.model).to(device)
-        fast = Speed(device, compile=None if args.compile else False, precision=args.side.split("-")[1])
+        fast = Speed(device, compile=None if args.compile else False, precision=precision)
         step_model, params = fast.prepare(model), list(model.parameters())
         optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.0, fused=True)
         procs = Processes()
         guard = NonFiniteGuard(optimizer, device, procs, check_every=fast.check_every)
         cfg = TrainConfig(pooler="cls", micro_batch=args.micro_batch if args.side.endswith("micro") else None)
 
-        def step(batch, i):  # train.py's step
+        def step(sentences, i):  # as train.py's loop
+            batch = {k: v.to(device, non_blocking=True)
+                     for k, v in tokenizer(sentences, 32, fast.fixed_shapes).items()}
             optimizer.zero_grad(set_to_none=True)
             if cfg.micro_batch:
                 loss = cached_backward(step_model, batch, n_views, cfg, procs.gather, fast.autocast)
@@ -250,38 +286,153 @@ def train_side(args):
                 loss.backward()
             guard.skip_if_nonfinite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), i)
             optimizer.step()
-    else:
+    elif kind == "transformers":  # transformers' BertModel under our loss, padded to the longest
         model = transformers.BertModel.from_pretrained(args.model).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0)
-        # the reference's usual setting: autocast on GPUs, fp32 on CPUs
-        amp = torch.bfloat16 if cuda else None
+        theirs = transformers.AutoTokenizer.from_pretrained(args.model)
 
-        def step(batch, i):
+        def step(sentences, i):
+            batch = theirs(sentences, padding=True, truncation=True, max_length=32, return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = contrastive_loss(embed_views(model, batch, n_views, "cls"))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+    else:  # sentence-transformers: MultipleNegativesRankingLoss over (anchor, positive[, negative]) columns
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+        encoder = Transformer(args.model, max_seq_length=32)
+        model = SentenceTransformer(modules=[encoder, Pooling(c.hidden_size, "cls")], device=str(device))
+        mnrl = MultipleNegativesRankingLoss(model, scale=20.0)  # cosine / 0.05, as our temperature
+        n = len(texts[0]) // n_views
+
+        def step(sentences, i):  # the collator tokenises each column; the Trainer's step
+            columns = [model.preprocess(sentences[k * n:(k + 1) * n]) for k in range(n_views)]
+            features = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in f.items()} for f in columns]
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = mnrl(features, None)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+    if kind != "ours":  # the Trainer's default optimizer (adamw_torch_fused since torch 2.8)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
     model.train()
     with PeakMemory() as memory:
-        for i, batch in enumerate(batches):
+        for i, sentences in enumerate(texts):
             if i == args.warmup:
                 sync()
                 start = time.perf_counter()
             torch.manual_seed(i)
-            step(batch, i + 1)
+            step(sentences, i + 1)
         sync()
         seconds = (time.perf_counter() - start) / args.steps
-    c = model.config
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:]) / args.steps
-    flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2
-                                                + 2 * c.hidden_size * c.intermediate_size)
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
-    print(json.dumps({"seconds": seconds, "peak_mib": memory.peak, "tokens": tokens,
-                      "layers": c.num_hidden_layers, "hidden": c.hidden_size, "views": n_views,
-                      "tflops": flops / seconds / 1e12,
+    print(json.dumps({**result, "seconds": seconds, "peak_mib": memory.peak, "tflops": flops / seconds / 1e12,
                       "mfu": 100 * flops / seconds / peak if peak else None}))
+
+
+def matmul_roofline(c, masks, dtype, device, sync, repeats=3):
+    """Seconds per step of the step's matrix products alone, at its own shapes, on random `dtype` operands:
+    the fastest a step can be while its products run as they do. For each (batch, length) attention mask:
+    T = its real tokens (the packed step); per layer, forward: 4 (T x H) @ (H x H) (query, key, value,
+    attention output), (T x H) @ (H x I), (T x I) @ (I x H), and attention's two batched products at
+    (B, heads, L, d); backward: for each, the gradient of its input and of its other operand. Best of
+    `repeats` passes over the steps, after one untimed pass (kernel creation)."""
+    H, I, heads = c.hidden_size, c.intermediate_size, c.num_attention_heads
+    operands = {}
+
+    def operand(*shape):
+        if shape not in operands:
+            operands[shape] = torch.randn(shape, device=device).to(dtype)
+        return operands[shape]
+
+    def products(mask):
+        (B, L), T, d = mask.shape, int(mask.sum()), H // heads
+        forward = [(1, T, H, H)] * 4 + [(1, T, H, I), (1, T, I, H),
+                                        (B * heads, L, d, L), (B * heads, L, L, d)]  # (batch, m, k, n)
+        step = []
+        for b, m, k, n in forward:  # (m x k) @ (k x n); its gradients (m x n) @ (n x k), (k x m) @ (m x n)
+            step += [(b, m, k, n), (b, m, n, k), (b, k, m, n)]
+        return [(operand(b, m, k), operand(b, k, n)) for b, m, k, n in step] * c.num_hidden_layers
+
+    steps = [products(mask) for mask in masks]
+
+    def run():
+        for step in steps:
+            for x, y in step:
+                torch.bmm(x, y) if x.shape[0] > 1 else torch.mm(x[0], y[0])
+        sync()
+
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times) / len(masks)
+
+
+ENCODE_SIDES = ("ours-fp32", "ours-bf16", "st-fp32", "st-bf16")
+
+
+def bench_encode(args):
+    """Encoding the sentences of STS-B train, dev and test (mean pooling, batches of 64): ours
+    (eval_sts.encode, in fp32 and in bf16) against sentence-transformers' encode in fp32 and under bf16
+    autocast, each side in a process of its own; and the largest difference of our fp32 embeddings from
+    sentence-transformers' fp32 ones."""
+    import tempfile
+    from speed import cpu_has_bf16, cpu_name
+    if args.side:
+        return encode_side(args)
+    cuda = torch.cuda.is_available()
+    sides = [s for s in ENCODE_SIDES if not s.endswith("bf16") or cuda or cpu_has_bf16()]
+    name = args.model or default_model()
+    folder = Path(tempfile.mkdtemp())
+    forwarded = sys.argv[2:] + ["--output", str(folder)] + ([] if args.model else ["--model", name])
+    results = side_runs("encode", sides, forwarded, args.rounds)
+    best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
+    print(f"model {name}: the {best['ours-fp32']['sentences']:,} sentences of STS-B train/dev/test "
+          f"({best['ours-fp32']['distinct']:,} distinct: ours encodes each once), mean pooling, batches of "
+          f"64, best of {args.rounds} round(s); on "
+          f"{torch.cuda.get_device_name() if cuda else cpu_name()}")
+    peers = [s for s in sides if s.startswith("st")]
+    fastest = min(peers, key=lambda s: best[s]["seconds"])
+    for side, r in best.items():
+        print(f"{side:10s} {r['seconds']:7.1f} s  {best[fastest]['seconds'] / r['seconds']:5.2f}x {fastest}  "
+              f"{r['peak_mib']:6.0f} MiB")
+    ours, theirs = (torch.load(folder / f"{side}.pt") for side in ("ours-fp32", "st-fp32"))
+    print(f"largest difference of our fp32 embeddings from sentence-transformers' fp32: "
+          f"{(ours - theirs).abs().max().item():.2e}")
+
+
+def encode_side(args):
+    import eval_sts
+    splits = data.load_sts("STSBenchmark", args.data_dir)
+    sentences = [s for split in ("train", "dev", "test") for s in splits[split].sent1 + splits[split].sent2]
+    kind, precision = args.side.split("-")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "ours":
+        model, tokenizer = BertModel.from_pretrained(args.model).to(device), load_tokenizer(args.model)
+        run = lambda: eval_sts.encode(model, tokenizer, sentences, "avg", 64, precision=precision)
+    else:
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+        encoder = Transformer(args.model)
+        model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension(), "mean")],
+                                    device=str(device))
+
+        def run():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                return model.encode(sentences, batch_size=64, convert_to_tensor=True).float().cpu()
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        z = run()
+        seconds = time.perf_counter() - start
+    torch.save(z, Path(args.output) / f"{args.side}.pt")
+    print(json.dumps({"seconds": seconds, "peak_mib": memory.peak, "sentences": len(sentences),
+                      "distinct": len(set(sentences))}))
 
 
 def bench_run(args):
@@ -394,7 +545,7 @@ def main():
     ev.add_argument("--pooler", default="cls_before_pooler")
     ev.add_argument("--data-dir")
     tr = sub.add_parser("train",
-                        help="time per update, ours (as train.py on this device) vs. transformers eager")
+                        help="time per update, ours (as train.py on this device) vs. the peers' best")
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--steps", type=int, default=5, help="timed steps per round")
     tr.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens there)")
@@ -414,6 +565,12 @@ def main():
         p.add_argument("--bert-base", action="store_true", help="a random-init BERT-base instead of --model")
         p.add_argument("--train-file", default="wiki/wiki1m_head.txt", help="relative to the data folder")
         p.add_argument("--data-dir")
+    en = sub.add_parser("encode", help="encoding STS-B's sentences, ours vs. sentence-transformers' encode")
+    en.add_argument("--model", help="checkpoint folder (default: the packaged all-MiniLM-L6-v2)")
+    en.add_argument("--rounds", type=int, default=1)
+    en.add_argument("--data-dir")
+    en.add_argument("--side", choices=ENCODE_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
+    en.add_argument("--output", help=argparse.SUPPRESS)  # where a side leaves its embeddings
     se = sub.add_parser("search", help="SimCSE.search: queries against a large index of stored embeddings")
     se.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
     se.add_argument("--index-size", type=int, default=200_000)
@@ -435,8 +592,9 @@ def main():
                     help="outer folds of MR, CR, SUBJ, MPQA the SentEval way runs (default: 1 of 10)")
     tf.add_argument("--data-dir")
     args = parser.parse_args()
-    {"eval": bench_eval, "train": bench_train, "run": bench_run, "search": bench_search, "index": bench_index,
-     "transfer": bench_transfer}[args.what](args)
+    commands = {"eval": bench_eval, "train": bench_train, "encode": bench_encode, "run": bench_run,
+                "search": bench_search, "index": bench_index, "transfer": bench_transfer}
+    commands[args.what](args)
 
 
 if __name__ == "__main__":
