@@ -1,6 +1,7 @@
 """The SimCSE objectives, the two dropout views, the training files, and a whole (tiny) training run."""
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -137,6 +138,27 @@ def test_csv_row_with_wrong_column_count_names_file_and_line(tmp_path):
     with pytest.raises(data.DataError,
                        match=rf"{path}:3: expected 3 columns \(sent0,sent1,hard_neg\), found 2"):
         data.read_training_file(path)
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_an_unclosed_quote_refuses_the_file_naming_its_own_line(columns, tmp_path):
+    path = tmp_path / "nli.csv"
+    rows = [",".join(["sent0", "sent1", "hard_neg"][:columns])] + [
+        ",".join(f"{c}{i}" for c in "abc"[:columns]) for i in range(1, 1000)]
+    rows[901] = 'a,"b' + ",c" * (columns - 2)  # line 902; before, it swallowed the 98 lines after it
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(data.DataError, match=rf"{path}:902: .*quote"):
+        data.read_training_file(path)
+    rows[901], rows[950] = 'a,"b', 'c",d' + ",e" * (columns - 2)  # a quote closed 49 lines later
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(data.DataError, match=rf"{path}:902: a quoted field runs on to line 951"):
+        data.read_training_file(path)
+
+
+def test_a_fifo_is_not_a_training_file(tmp_path):
+    os.mkfifo(tmp_path / "wiki.txt")  # reading it would wait for a writer forever
+    with pytest.raises(data.DataError, match=rf"{tmp_path / 'wiki.txt'}: not a regular file"):
+        data.training_file(str(tmp_path / "wiki.txt"))
 
 
 def test_non_utf8_training_file_names_file_and_line(tmp_path):
