@@ -74,6 +74,15 @@ def read_config(config_class, path):
         raise ValueError(f"{path}: model_type {d['model_type']!r} is not one of {', '.join(MODEL_TYPES)}")
     known = {f.name for f in fields(config_class)}
     config = config_class(**{k: v for k, v in d.items() if k in known})
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size"):  # sizes: a 0 or -1 is a traceback later
+        value = getattr(config, name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{path}: {name} {value!r} is not a positive integer")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps"):
+        value = getattr(config, name, 0)
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"{path}: {name} {value!r} is not a number in [0, 1)")
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of "
                          f"num_attention_heads {config.num_attention_heads}")
@@ -95,6 +104,9 @@ def load_model(model_class, config_class, name_or_dir):
     model = model_class(read_config(config_class, checkpoint_file(name_or_dir, "config.json")))
     path = weights_file(name_or_dir)
     load_hf_state_dict(model, read_weights(path), source=path)
+    for name, tensor in model.state_dict().items():  # a NaN would evaluate, encode and train to NaN, silently
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{path}: {name} holds NaN or infinite values: the checkpoint is damaged")
     return model.eval()  # like Hugging Face: loaded models start in eval mode
 
 
