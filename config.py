@@ -3,6 +3,7 @@ line of train.py, and the checks that every value passes before a run does any w
 import argparse
 import contextlib
 import math
+import signal
 import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
@@ -71,6 +72,7 @@ def check(cfg: TrainConfig):
         ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
         ("--precision", cfg.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
         ("--mlm-weight", math.isfinite(cfg.mlm_weight) and cfg.mlm_weight >= 0, "a number of at least 0"),
+        ("--seed", 0 <= cfg.seed < 2**63, "an integer in [0, 2**63)"),  # torch.manual_seed's range
     ]
     for flag, ok, expected in problems:
         if not ok:
@@ -91,6 +93,14 @@ def check_examples(cfg, path, examples, world_size):
     if cfg.fixed_mask and len(examples[0]) != 2:
         raise ValueError(f"--fixed-mask needs two views of one sentence (a .txt file), but {path} has "
                          f"{len(examples[0])} columns: the views would be premises against themselves")
+
+
+def check_max_length(cfg, tokenizer, model):
+    """--max-length within what the model and its tokenizer take: never capped silently."""
+    most = min(tokenizer.model_max_length, model.config.max_position_embeddings
+               - (model.config.pad_token_id + 1 if model.config.model_type == "roberta" else 0))
+    if cfg.max_length > most:
+        raise ValueError(f"--max-length {cfg.max_length}: expected at most {most}, the model's maximum")
 
 
 def preset_help():
@@ -143,6 +153,8 @@ def parse_args(argv=None, description=""):
     if options["resume"] and options["overwrite"]:
         parser.error("--resume continues a run and --overwrite deletes it: choose one")
     values = {**PRESETS[args.pop("preset")], **{k: v for k, v in args.items() if v is not None}}
+    if args["epochs"] is not None and args["max_steps"] is None:
+        values["max_steps"] = None  # --epochs given: the preset's step count no longer overrides it
     return TrainConfig(**{k: v for k, v in values.items()
                           if k in {f.name for f in fields(TrainConfig)}}), options
 
@@ -152,18 +164,30 @@ def experiment(cfg):  # what must match to resume (the MLM settings only when on
     return {k: v for k, v in asdict(cfg).items() if k not in drop}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it ends as Ctrl-C ends it."""
+
+
+def terminate(signum, frame):
+    raise Terminated()
+
+
 @contextlib.contextmanager
 def command_errors(interrupted=None):
-    """Every command's way out: errors as one line, Ctrl-C as exit status 130 (as a shell reports it, with
-    `interrupted` said first), so that `python X.py ... && next` stops after a failed or interrupted run."""
+    """Every command's way out: errors as one line, Ctrl-C as exit status 130 and SIGTERM as 143 (as a shell
+    reports them, with `interrupted` said first), so that `python X.py ... && next` stops after a failed or
+    interrupted run."""
+    sigterm = signal.signal(signal.SIGTERM, terminate)  # `kill`, a scheduler's stop: ended as Ctrl-C ends
     try:
         yield
     except (OSError, ValueError, KeyError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if interrupted:
             print(f"\ninterrupted: {interrupted}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(e, Terminated) else 130)  # as a shell reports SIGTERM and SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def run_command(train, description):

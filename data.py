@@ -155,24 +155,23 @@ def read_sick(path: Path) -> STSPairs:
 STS_TASKS = list(STS_YEARS) + ["STSBenchmark", "SICKRelatedness"]
 
 
-def load_sts(task: str, root=None) -> dict:
+def load_sts(task: str, root=None, splits=("train", "dev", "test")) -> dict:
     """{subset or split name: STSPairs} for one of STS_TASKS, read from <data-dir>/senteval/ (fetched if
-    missing)."""
-    return read_senteval_task(task, senteval_dir(root))
+    missing); of STS-B and SICK-R only the splits asked (a broken test file never stops training on dev)."""
+    return read_senteval_task(task, senteval_dir(root), splits)
 
 
-def read_senteval_task(task: str, senteval: Path) -> dict:
+def read_senteval_task(task: str, senteval: Path, splits=("train", "dev", "test")) -> dict:
     sts = senteval / "STS"
     if task in STS_YEARS:
         folder = require(sts / f"{task}-en-test")
         return {subset: read_sts_subset(folder, subset) for subset in STS_YEARS[task]}
     if task == "STSBenchmark":
-        return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv")
-                for split in ("train", "dev", "test")}
+        return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv") for split in splits}
     if task == "SICKRelatedness":
         sick = senteval / "SICK"
         files = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
-        return {split: read_sick(sick / name) for split, name in files.items()}
+        return {split: read_sick(sick / files[split]) for split in splits}
     raise ValueError(f"unknown STS task {task!r}; expected one of {', '.join(STS_TASKS)}")
 
 

@@ -86,7 +86,7 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
         raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
     pairs = {}  # (task, subset) -> STSPairs
     for task in tasks:
-        loaded = data.load_sts(task, data_dir)
+        loaded = data.load_sts(task, data_dir, splits=splits_to_score(task, mode))
         for subset in splits_to_score(task, mode):
             pairs[task, subset] = loaded[subset]
 
