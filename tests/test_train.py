@@ -174,6 +174,20 @@ def test_presets_and_overrides():
         ("bert-base-uncased", 512, 1e-5, 3, True, False)
     assert parse_args([])[0] == TrainConfig(**{**PRESETS["quick"]})
     assert parse_args(["--no-mlp-only-train"])[0].mlp_only_train is False
+    assert (parse_args(["--epochs", "2"])[0].max_steps, parse_args(["--epochs", "2"])[0].epochs) == \
+        (None, 2)  # an explicit --epochs wins over the preset's max_steps
+    assert parse_args(["--epochs", "2", "--max-steps", "5"])[0].max_steps == 5  # both given: as documented
+
+
+def test_seed_and_max_length_out_of_range_are_one_line(tiny_checkpoint):
+    from config import check, check_max_length
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match=rf"--seed {seed}: expected an integer in \[0, 2\*\*63\)"):
+            check(TrainConfig(seed=seed))
+    tokenizer, model = load_tokenizer(tiny_checkpoint), BertModel.from_pretrained(tiny_checkpoint)
+    check_max_length(TrainConfig(max_length=512), tokenizer, model)
+    with pytest.raises(ValueError, match="--max-length 100000: expected at most 512"):  # not capped silently
+        check_max_length(TrainConfig(max_length=100000), tokenizer, model)
 
 
 # --- A whole run, with a tiny random BERT so that it takes seconds --------------------------------
