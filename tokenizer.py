@@ -83,7 +83,8 @@ def load_tokenizer(name_or_dir):
     try:  # the tokenizers library's errors name no file
         tok = build(files, config)
     except Exception as e:
-        raise ValueError(f"{source}: cannot be read as a tokenizer ({str(e).splitlines()[0][:150]})") from None
+        first_line = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
+        raise ValueError(f"{source}: cannot be read as a tokenizer ({first_line})") from None
     special = SPECIAL_TOKENS["roberta" if tok.token_to_id("<pad>") is not None else "bert"]
     missing = [t for k, t in special.items() if k != "mask" and tok.token_to_id(t) is None]
     if missing or tok.get_vocab_size() <= len(special):
