@@ -191,6 +191,31 @@ def test_resume_with_nothing_to_resume_or_another_config_is_one_line(tiny_checkp
             and "lr 3e-05 -> 0.0001" in message)
 
 
+def test_a_real_full_disk_keeps_the_previous_save_and_resume_goes_on(whole, tmp_path):
+    reference, args = whole
+    size = lambda folder: sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    one_save = size(reference / "best") + size(reference / "last")
+    disk, out = tmp_path / "disk", tmp_path / "disk" / "run"
+    disk.mkdir()
+    limit = one_save + size(reference / "last") // 2  # a second save beside the first cannot fit
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={limit}", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs is not permitted here (the monkeypatched full disks still run)")
+    try:
+        full = train_cli(args + ["--output-dir", str(out)])
+        message = full.stderr.strip().splitlines()[-1]
+        assert full.returncode == 1 and message.startswith(f"error: {out}/"), full.stderr[-2000:]
+        assert "needs about" in message and ("no space left" in message or "disk full" in message)
+        assert [r["step"] for r in log_without_seconds(out)] == [0]  # the previous save, whole
+        assert json.loads((out / "last" / "state.json").read_text())["step"] == 0
+        assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []  # nothing keeps the disk full
+        subprocess.run(["mount", "-o", f"remount,size={4 * one_save}", str(disk)], check=True)  # space freed
+        resumed = train_cli(args + ["--output-dir", str(out), "--resume"])
+        assert resumed.returncode == 0 and "after step 0" in resumed.stdout, resumed.stderr[-2000:]
+        assert_same_run(out, reference)
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
 def test_resume_checks_its_data_and_takes_the_folder_by_any_path(tiny_checkpoint, data_root, tmp_path):
     lines = (data_root / "wiki" / "wiki1m_head.txt").read_text().splitlines()[:64]
     train_file, out, other = tmp_path / "train.txt", tmp_path / "run", tmp_path / "other_data"
