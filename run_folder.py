@@ -46,7 +46,8 @@ RESULTS = ("run.json", "log.jsonl", "best", "last", "test_scores.json", "transfe
 
 class RunFolder:
     def __init__(self, cfg, resume=False, overwrite=False, master=True):
-        """Checks only: nothing is created or changed until start()."""
+        """Checks only, under the folder's lock when it exists: nothing else is created or changed until
+        start()."""
         self.out, self.cfg, self.master, self.overwrite = Path(cfg.output_dir), cfg, master, overwrite
         self.resume, self.lock_file = resume, None
         if self.out.exists() and not self.out.is_dir():

@@ -144,8 +144,8 @@ def test_the_lock_names_its_holder_and_is_freed_with_it(finished, tmp_path):
         held.write("4242\n")
         held.flush()
         with pytest.raises(OSError, match="in use by process 4242"):
-            RunFolder(cfg, resume=True)
-    RunFolder(cfg, resume=True)  # released: taken again
+            RunFolder(cfg, overwrite=True)  # (checks only: nothing is deleted before start())
+    RunFolder(cfg, overwrite=True)  # released: taken again
 
 
 def damage(folder, case):
@@ -201,12 +201,19 @@ def test_a_damaged_file_is_one_line_naming_it(case, tiny_checkpoint, finished, t
         out, args = finished
         folder = tmp_path / "run"
         shutil.copytree(out, folder)
+        for name in ("run.json", "last/state.json"):  # the copy's own folder (another one is another run)
+            saved = json.loads((folder / name).read_text())
+            saved["config"]["output_dir"] = str(folder)
+            (folder / name).write_text(json.dumps(saved))
         path = damage(folder, case)
         cfg, _ = parse_args(args + ["--output-dir", str(folder)])
         model = BertModel.from_pretrained(tiny_checkpoint)
         optimizer = torch.optim.AdamW(model.parameters())
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        load = lambda: RunFolder(cfg, resume=True).load(model, optimizer, schedule)
+        pinned = json.loads((folder / "run.json").read_text())["data"]
+        load = lambda: RunFolder(cfg, resume=True).start(
+            model, optimizer, schedule, (pinned["train_file"]["path"], pinned["train_file"]["examples"]),
+            pinned["stsb_dev"]["path"])
     with pytest.raises((ValueError, OSError)) as error:
         load()
     message = str(error.value)
