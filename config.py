@@ -121,7 +121,8 @@ def parse_args(argv=None, description=""):
                             "supervised); a path, or relative to the data folder")
     flag("output_dir", help="where best/, last/ and log.jsonl go")
     flag("max_steps", type=int, help="number of updates (overrides --epochs)")
-    flag("epochs", type=float, help="passes over the training file")
+    flag("epochs", type=float, help="passes over the training file (given alone, it replaces a preset's "
+                                    "max_steps)")
     flag("eval_steps", type=int, help="evaluate on STS-B dev (and save the state to resume) every N steps")
     flag("batch_size", type=int, help="examples per batch, over all processes (each gives 2 or 3 sentences)")
     flag("lr", type=float, help="peak learning rate (AdamW, linear decay to 0, no warm-up)")

@@ -216,8 +216,15 @@ def main(argv=None):
             raise FileNotFoundError(f"{args.output}: its folder does not exist")
         model = SimCSE(args.model, pooler=args.pooler, precision=args.precision)
         if args.command == "encode":
-            with open(args.output, "wb") as f:  # np.save(name) would add ".npy" to a name without it
-                np.save(f, model.encode(sentences, args.batch_size, return_numpy=True))
+            z = model.encode(sentences, args.batch_size, return_numpy=True)
+            try:
+                with open(args.output, "wb") as f:  # np.save(name) would add ".npy" to a name without it
+                    np.save(f, z)
+            except OSError as e:  # a full disk: the file named, and the space it needed
+                if os.path.isfile(args.output):
+                    os.remove(args.output)  # never a half-written array
+                needs = f"an array of {z.nbytes / 2**20:.1f} MiB"
+                raise OSError(f"{args.output}: {e.strerror or e} ({needs})") from None
             print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")
         else:
             model.build_index(sentences, args.batch_size)
