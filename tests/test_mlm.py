@@ -257,11 +257,12 @@ def test_without_mlm_a_run_is_what_it_was(tiny_checkpoint, data_root, tmp_path):
 
 
 def test_resume_with_mlm_on_roberta_is_bit_identical(tiny_roberta, data_root, tmp_path):
-    from test_resume import ARGS, KILL_AFTER_STEP_8, log_without_seconds, train_cli
+    from test_resume import ARGS, INTERRUPT, log_without_seconds, train_cli
     common = ARGS + ["--model", tiny_roberta, "--data-dir", str(data_root), "--do-mlm"]
     whole = train_cli(common + ["--output-dir", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = train_cli(common + ["--output-dir", str(tmp_path / "cut")], code=KILL_AFTER_STEP_8)
+    kill_after_step_8 = ["kill", "last: after the save", "8"]  # kill -9 once last/ holds step 8
+    killed = train_cli(kill_after_step_8 + common + ["--output-dir", str(tmp_path / "cut")], code=INTERRUPT)
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = train_cli(common + ["--output-dir", str(tmp_path / "cut"), "--resume"])
     assert resumed.returncode == 0 and "after step 8" in resumed.stdout, resumed.stderr[-2000:]
