@@ -95,6 +95,9 @@ def load_model(model_class, config_class, name_or_dir):
     model = model_class(read_config(config_class, checkpoint_file(name_or_dir, "config.json")))
     path = weights_file(name_or_dir)
     load_hf_state_dict(model, read_weights(path), source=path)
+    for name, tensor in model.state_dict().items():  # a NaN would evaluate, encode and train to NaN, silently
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{path}: {name} holds NaN or infinite values: the checkpoint is damaged")
     return model.eval()  # like Hugging Face: loaded models start in eval mode
 
 

@@ -1,6 +1,7 @@
 """What every command shares on its command line: errors as one line, Ctrl-C as exit status 130, the flags
 that name a model, a data folder and a precision."""
 import contextlib
+import signal
 import sys
 
 from download import DATA_DIR_ENV
@@ -8,18 +9,30 @@ from simcse import POOLERS
 from speed import PRECISIONS
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it ends as Ctrl-C ends it."""
+
+
+def terminate(signum, frame):
+    raise Terminated()
+
+
 @contextlib.contextmanager
 def command_errors(interrupted=None):
-    """Every command's way out: errors as one line, Ctrl-C as exit status 130 (as a shell reports it, with
-    `interrupted` said first), so that `python X.py ... && next` stops after a failed or interrupted run."""
+    """Every command's way out: errors as one line, Ctrl-C as exit status 130 and SIGTERM as 143 (as a shell
+    reports them, with `interrupted` said first), so that `python X.py ... && next` stops after a failed or
+    interrupted run."""
+    sigterm = signal.signal(signal.SIGTERM, terminate)  # `kill`, a scheduler's stop: ended as Ctrl-C ends
     try:
         yield
     except (OSError, ValueError, KeyError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if interrupted:
             print(f"\ninterrupted: {interrupted}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(e, Terminated) else 130)  # as a shell reports SIGTERM and SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def add_model_flags(parser, required=False):

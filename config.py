@@ -81,6 +81,7 @@ def check(cfg: TrainConfig):
          f"an integer of at least 1 that divides --batch-size {cfg.batch_size}"),
         ("--augment-views", cfg.augment_views in (1, 2), "1 (the second view) or 2 (both)"),
         ("--similarity", cfg.similarity in SIMILARITIES, f"one of {', '.join(SIMILARITIES)}"),
+        ("--seed", 0 <= cfg.seed < 2**63, "an integer in [0, 2**63)"),  # torch.manual_seed's range
     ]
     for flag, ok, expected in problems:
         if not ok:
@@ -118,6 +119,14 @@ def check_examples(cfg, path, examples, world_size):
                          f"{len(examples[0])} columns: the views would be premises against themselves")
 
 
+def check_max_length(cfg, tokenizer, model):
+    """--max-length within what the model and its tokenizer take: never capped silently."""
+    most = min(tokenizer.model_max_length, model.config.max_position_embeddings
+               - (model.config.pad_token_id + 1 if model.config.model_type == "roberta" else 0))
+    if cfg.max_length > most:
+        raise ValueError(f"--max-length {cfg.max_length}: expected at most {most}, the model's maximum")
+
+
 def preset_help():
     lines = [f"  {name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
              for name, values in PRESETS.items()]
@@ -136,7 +145,8 @@ def parse_args(argv=None, description=""):
                             "supervised); a path, or relative to the data folder")
     flag("output_dir", help="where best/, last/ and log.jsonl go")
     flag("max_steps", type=int, help="number of updates (overrides --epochs)")
-    flag("epochs", type=float, help="passes over the training file")
+    flag("epochs", type=float, help="passes over the training file (given alone, it replaces a preset's "
+                                    "max_steps)")
     flag("eval_steps", type=int, help="evaluate on STS-B dev (and save the state to resume) every N steps")
     flag("batch_size", type=int, help="examples per batch, over all processes (each gives 2 or 3 sentences)")
     flag("lr", type=float, help="peak learning rate (AdamW, linear decay to 0, no warm-up)")
@@ -181,6 +191,8 @@ def parse_args(argv=None, description=""):
     if options["resume"] and options["overwrite"]:
         parser.error("--resume continues a run and --overwrite deletes it: choose one")
     values = {**PRESETS[args.pop("preset")], **{k: v for k, v in args.items() if v is not None}}
+    if args["epochs"] is not None and args["max_steps"] is None:
+        values["max_steps"] = None  # --epochs given: the preset's step count no longer overrides it
     return TrainConfig(**{k: v for k, v in values.items()
                           if k in {f.name for f in fields(TrainConfig)}}), options
 

@@ -76,24 +76,41 @@ def read_nli_csv(path):
     """Supervised SimCSE's input: a CSV with header sent0,sent1[,hard_neg]
     (premise, entailment[, contradiction]).
 
-    Returns (rows as tuples, number of blank lines and rows with a blank field skipped)."""
-    reader = csv.reader(io.StringIO(read_text(path)))
-    header = next(reader, None)
-    if header is None or len(header) not in (2, 3):
-        raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
-                        f"got {header}")
-    rows, skipped = [], 0
-    for row in reader:
+    Returns (rows as tuples, number of blank lines and rows with a blank field skipped). A line that does not
+    fit -- a wrong number of columns, a stray or unclosed quote -- refuses the whole file, naming the line
+    where its row starts (an unclosed quote would otherwise swallow the lines after it into one field)."""
+    reader = csv.reader(io.StringIO(read_text(path)), strict=True)
+    rows, skipped, header, start = [], 0, None, 1
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as e:  # strict: `a,"b"c`, or a quote still open at the end of the file
+            raise DataError(f"{path}:{start}: {e} (an unclosed or stray quote?)") from None
+        if row is None:
+            break
+        first, start = start, reader.line_num + 1
+        if any("\n" in field for field in row):
+            raise DataError(f"{path}:{first}: a quoted field runs on to line {reader.line_num} "
+                            "(an unclosed quote?)")
+        if header is None:
+            header = row
+            if len(header) not in (2, 3):
+                raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
+                                f"got {header}")
+            continue
         if not row:  # a blank line
             skipped += 1
             continue
         if len(row) != len(header):
-            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} columns "
-                            f"({','.join(header)}), found {len(row)}")
+            raise DataError(f"{path}:{first}: expected {len(header)} columns ({','.join(header)}), "
+                            f"found {len(row)}")
         if any(not field.strip() for field in row):
             skipped += 1
             continue
         rows.append(tuple(field.strip() for field in row))
+    if header is None:
+        raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
+                        "got an empty file")
     return rows, skipped
 
 
@@ -102,16 +119,23 @@ def training_file(name, root=None, announce=True) -> Path:
     (SLICE_OF) that is missing is replaced by the authors' full file; the authors' files are fetched."""
     path = Path(name)
     if path.exists():
-        return path
+        return regular(path)
     folder = data_dir(root)
     if (folder / name).exists():
-        return folder / name
+        return regular(folder / name)
     full = SLICE_OF.get(name, name)
     if full != name and announce:
         print(f"{folder / name} not found: training on the authors' full file {full} instead")
     if not (folder / full).exists() and full in HUB_FILES:
         fetch_file(full, folder)
     return require(folder / full)
+
+
+def regular(path: Path) -> Path:
+    """A training file must be a file: reading a FIFO would wait forever, a folder or device is no data."""
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (a folder, FIFO or device): expected a training file")
+    return path
 
 
 def read_training_file(path):

@@ -1,6 +1,8 @@
 """Files read and written so that nothing is half-read or half-written: UTF-8 text whose errors name the file
 and line, and writes that replace a file whole (the old one or the new one, never half of one)."""
+import errno
 import os
+import shutil
 from pathlib import Path
 
 
@@ -28,7 +30,27 @@ def read_lines(path):
 
 
 def write_file(path: Path, text):
-    """`text` written beside `path` and renamed over it: the old file or the new one, never half of one."""
+    os.replace(fill_file(path, text), path)  # the old file or the new one, never half of one
+
+
+def fill_file(path: Path, text):
+    """`text` written beside `path`, as <path>.tmp (removed again if the write fails): returns that file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise disk_full(e, path, len(text.encode())) or e
+    return tmp
+
+
+def disk_full(error, path: Path, needs):
+    """ENOSPC (or torch.save's write failure, a RuntimeError from its zip writer) as one line naming the file
+    being written; None for any other error."""
+    torch_write = isinstance(error, RuntimeError) and "PytorchStreamWriter" in str(error)
+    if not (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) or torch_write):
+        return None
+    free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+    what = "no space left on the device" if isinstance(error, OSError) else "the write failed (disk full?)"
+    return OSError(f"{path}: {what}: this save needs about {needs / 2**20:.1f} MiB, {free / 2**20:.1f} MiB "
+                   f"free; the previous results are kept: free space and continue with --resume")

@@ -63,17 +63,40 @@ class Tokenizer:
 def load_tokenizer(name_or_dir):
     """tokenizer.json when the checkpoint has one, else vocab.json + merges.txt with RoBERTa's rules, else
     vocab.txt with BERT's WordPiece rules."""
-    from tokenizers import Tokenizer as HFTokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import BPE, WordPiece
-
     files = {f: checkpoint_file(name_or_dir, f, required=False) for f in TOKENIZER_FILES}
     config = {}
     if files["tokenizer_config.json"]:
-        with open(files["tokenizer_config.json"], encoding="utf-8") as f:
-            config = json.load(f)
+        try:
+            with open(files["tokenizer_config.json"], encoding="utf-8") as f:
+                config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{files['tokenizer_config.json']}: not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{files['tokenizer_config.json']}: expected a JSON object")
     max_len = config.get("model_max_length", 512)
     # "infinite" in some configs
     max_len = 512 if not isinstance(max_len, int) or max_len > 1_000_000 else max_len
+    source = files["tokenizer.json"] or (files["merges.txt"] and files["vocab.json"]) or files["vocab.txt"]
+    if source is None:
+        raise FileNotFoundError(f"{name_or_dir}: no tokenizer.json or vocab.txt (BERT), "
+                                "nor vocab.json + merges.txt (RoBERTa)")
+    try:  # the tokenizers library's errors name no file
+        tok = build(files, config)
+    except Exception as e:
+        first_line = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
+        raise ValueError(f"{source}: cannot be read as a tokenizer ({first_line})") from None
+    special = SPECIAL_TOKENS["roberta" if tok.token_to_id("<pad>") is not None else "bert"]
+    missing = [t for k, t in special.items() if k != "mask" and tok.token_to_id(t) is None]
+    if missing or tok.get_vocab_size() <= len(special):
+        raise ValueError(f"{source}: not a usable vocabulary ({tok.get_vocab_size()} tokens; "
+                         f"missing {', '.join(missing) or 'words'}): empty or damaged?")
+    return Tokenizer(tok, max_len, files=[p for p in files.values() if p])
+
+
+def build(files, config):
+    """The `tokenizers` tokenizer of a checkpoint's files."""
+    from tokenizers import Tokenizer as HFTokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE, WordPiece
     if files["tokenizer.json"]:
         tok = HFTokenizer.from_file(files["tokenizer.json"])
     elif files["vocab.json"] and files["merges.txt"]:  # RoBERTa (transformers' RobertaConverter)
@@ -96,7 +119,4 @@ def load_tokenizer(name_or_dir):
             special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
         tok.decoder = decoders.WordPiece()
         tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    else:
-        raise FileNotFoundError(f"{name_or_dir}: no tokenizer.json or vocab.txt (BERT), "
-                                "nor vocab.json + merges.txt (RoBERTa)")
-    return Tokenizer(tok, max_len, files=[p for p in files.values() if p])
+    return tok

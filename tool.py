@@ -65,6 +65,10 @@ class SimCSE:
         sentences = [sentences] if single else list(sentences)
         if not sentences:
             raise ValueError("no sentences to encode")
+        wrong = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
+        if wrong is not None:  # the tokenizer's own error names neither the item nor its place
+            raise TypeError(f"sentence {wrong} is {sentences[wrong]!r} ({type(sentences[wrong]).__name__}), "
+                            "not a string")
         z = encode(self.model, self.tokenizer, sentences, self.pooler, batch_size, max_length,
                    progress=len(sentences) > 10 * batch_size, precision=self.precision)
         if normalize_to_unit:
@@ -86,9 +90,14 @@ class SimCSE:
         return scores
 
     def build_index(self, sentences_or_file_path, batch_size=64):
-        """Encode the sentences (a list, or a file of one sentence a line) to search them."""
-        self.index = None
-        self.add_to_index(sentences_or_file_path, batch_size)
+        """Encode the sentences (a list, or a file of one sentence a line) to search them. If that fails, the
+        index is the one before."""
+        old, self.index = self.index, None
+        try:
+            self.add_to_index(sentences_or_file_path, batch_size)
+        except BaseException:
+            self.index = old
+            raise
 
     def add_to_index(self, sentences_or_file_path, batch_size=64):
         sentences = sentences_or_file_path
@@ -153,7 +162,15 @@ def main(argv=None):
             raise FileNotFoundError(f"{args.output}: its folder does not exist")
         model = SimCSE(args.model, pooler=args.pooler, precision=args.precision)
         if args.command == "encode":
-            np.save(args.output, model.encode(sentences, args.batch_size, return_numpy=True))
+            z = model.encode(sentences, args.batch_size, return_numpy=True)
+            try:
+                with open(args.output, "wb") as f:  # np.save(name) would add ".npy" to a name without it
+                    np.save(f, z)
+            except OSError as e:  # a full disk: the file named, and the space it needed
+                if os.path.isfile(args.output):
+                    os.remove(args.output)  # never a half-written array
+                needs = f"an array of {z.nbytes / 2**20:.1f} MiB"
+                raise OSError(f"{args.output}: {e.strerror or e} ({needs})") from None
             print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")
         else:
             model.build_index(sentences, args.batch_size)

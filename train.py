@@ -16,7 +16,7 @@ from augment import MaskedLMFill, augment_batch
 from bert import BertModel
 from checkpoint import default_model
 from cli import command_errors
-from config import TrainConfig, check, check_examples, parse_args
+from config import TrainConfig, check, check_examples, check_max_length, parse_args
 from distributed import Processes
 from gradcache import cached_backward
 from guard import NonFiniteGuard
@@ -33,7 +33,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     procs = Processes()  # one, or several under torchrun (distributed.py)
     run = RunFolder(cfg, resume, overwrite, procs.master)  # never clobbers a finished run (run_folder.py)
     train_path = data.training_file(cfg.train_file, cfg.data_dir, announce=procs.master)
-    examples, _ = data.read_training_file(train_path)
+    examples, skipped = data.read_training_file(train_path)  # all of it, or a one-line error
     check_examples(cfg, train_path, examples, procs.world_size)
     n_views = len(examples[0])  # 2: one sentence twice (unsupervised); 3: premise, entailment, contradiction
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * (len(examples) // cfg.batch_size))
@@ -42,6 +42,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
 
     model_name = cfg.model or default_model()
     model, tokenizer = BertModel.from_pretrained(model_name), load_tokenizer(model_name)
+    check_max_length(cfg, tokenizer, model)
     model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
     torch.manual_seed(cfg.seed)
     if cfg.pooler == "cls":
@@ -57,11 +58,12 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)  # linear to 0
-    state = run.start(model, optimizer, schedule, (train_path, len(examples)))  # step 0, or --resume's
+    state = run.start(model, optimizer, schedule, (train_path, len(examples)), dev.source)  # or --resume's
     step_model = procs.wrap(fast.prepare(model))  # the same network, faster (speed.py); DDP under torchrun
     guard = NonFiniteGuard(optimizer, procs.device, procs, run.nonfinite(), fast.check_every)  # guard.py
-    procs.print(f"{len(examples)} examples from {train_path}; {total_steps} step(s) of {cfg.batch_size} on "
-        f"{procs.world_size} process(es); model {model_name} on {procs.device}; evaluating with {pooler}")
+    procs.print(f"{len(examples)} examples from {train_path} ({skipped} blank lines or rows skipped); "
+                f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
+                f"model {model_name} on {procs.device}; evaluating with {pooler}")
 
     def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
         loss = guard.mean_loss()

@@ -85,6 +85,10 @@ def test_stsb_and_sick_layouts(tmp_path):
     with pytest.raises(data.DataError,
                        match=r"SICK_trial.txt:2: expected at least 4 tab-separated columns, found 2"):
         data.load_sts("SICKRelatedness", tmp_path)
+    (sts / "sts-test.csv").write_text("broken\n")  # a broken test split stops neither training nor --mode dev
+    assert data.load_sts("STSBenchmark", tmp_path, ["dev"])["dev"].scores == [3.5]
+    with pytest.raises(data.DataError, match=r"sts-test.csv:1: expected at least 7"):
+        data.load_sts("STSBenchmark", tmp_path)
 
 
 def test_missing_data_dir_offline_says_how_to_get_data(tmp_path, monkeypatch):

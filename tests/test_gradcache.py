@@ -21,7 +21,7 @@ from mlm import MaskedLM
 from simcse import contrastive_loss, embed_views
 from speed import Speed
 from test_distributed import TORCHRUN
-from test_resume import log_without_seconds, train_cli
+from test_resume import kill_and_resume, train_cli
 from tokenizer import load_tokenizer
 
 WORDS = ("a man woman dog cat child plays runs eats sleeps the guitar field grass ball quickly slowly red "
@@ -146,33 +146,9 @@ def test_a_bad_micro_batch_is_one_line_before_any_work(tiny_checkpoint, tmp_path
     assert not (tmp_path / "run").exists()
 
 
-KILL_AFTER_STEP_2 = """
-import os, runpy, signal, sys, json
-sys.argv = ["train.py"] + sys.argv[1:]
-import run_folder
-swap = run_folder.replace_folder
-def replace_then_die(folder, write):
-    swap(folder, write)
-    if folder.name == "last" and json.loads((folder / "state.json").read_text())["step"] == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-run_folder.replace_folder = replace_then_die
-runpy.run_path("train.py", run_name="__main__")
-"""
-
-
 def test_micro_batched_resume_after_kill_9_is_bit_identical(tiny_checkpoint, data_root, tmp_path):
-    common = ["--max-steps", "4", "--eval-steps", "2", "--batch-size", "8", "--micro-batch", "4", "--no-test",
-              "--model", tiny_checkpoint, "--data-dir", str(data_root)]
-    whole = train_cli(common + ["--output-dir", str(tmp_path / "whole")])
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = train_cli(common + ["--output-dir", str(tmp_path / "cut")], code=KILL_AFTER_STEP_2)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = train_cli(common + ["--output-dir", str(tmp_path / "cut"), "--resume"])
-    assert resumed.returncode == 0 and "after step 2" in resumed.stdout, resumed.stderr[-2000:]
-    assert log_without_seconds(tmp_path / "cut") == log_without_seconds(tmp_path / "whole")
-    assert [r["step"] for r in log_without_seconds(tmp_path / "whole")] == [0, 2, 4]
-    assert (tmp_path / "cut" / "last" / "model.safetensors").read_bytes() == \
-        (tmp_path / "whole" / "last" / "model.safetensors").read_bytes()
+    kill_and_resume(["--max-steps", "4", "--eval-steps", "2", "--batch-size", "8", "--micro-batch", "4",
+                     "--no-test", "--model", tiny_checkpoint, "--data-dir", str(data_root)], tmp_path, 2)
 
 
 def test_torchrun_micro_batched_run_equals_single_process_plain_run(tiny_checkpoint, data_root, tmp_path):

@@ -256,18 +256,8 @@ def test_without_mlm_a_run_is_what_it_was(tiny_checkpoint, data_root, tmp_path):
 
 
 def test_resume_with_mlm_on_roberta_is_bit_identical(tiny_roberta, data_root, tmp_path):
-    from test_resume import ARGS, KILL_AFTER_STEP_8, log_without_seconds, train_cli
-    common = ARGS + ["--model", tiny_roberta, "--data-dir", str(data_root), "--do-mlm"]
-    whole = train_cli(common + ["--output-dir", str(tmp_path / "whole")])
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = train_cli(common + ["--output-dir", str(tmp_path / "cut")], code=KILL_AFTER_STEP_8)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = train_cli(common + ["--output-dir", str(tmp_path / "cut"), "--resume"])
-    assert resumed.returncode == 0 and "after step 8" in resumed.stdout, resumed.stderr[-2000:]
-    assert log_without_seconds(tmp_path / "cut") == log_without_seconds(tmp_path / "whole")
-    for folder in ("best", "last"):
-        assert (tmp_path / "cut" / folder / "model.safetensors").read_bytes() == \
-            (tmp_path / "whole" / folder / "model.safetensors").read_bytes()
+    from test_resume import ARGS, kill_and_resume
+    kill_and_resume(ARGS + ["--model", tiny_roberta, "--data-dir", str(data_root), "--do-mlm"], tmp_path, 8)
 
 
 def test_torchrun_with_mlm_on_roberta(tiny_roberta, data_root, tmp_path):

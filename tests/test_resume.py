@@ -1,7 +1,9 @@
 """Trustworthy runs: resume after kill -9 bit for bit, checkpoints never half-written, the NaN/inf guard,
 and seed sweeps whose statistics are recomputable from their runs."""
+import hashlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -19,25 +21,84 @@ from data import REPO
 
 ARGS = ["--max-steps", "12", "--eval-steps", "4", "--batch-size", "8", "--no-test"]
 
-# Runs train.py's main() in a process that kills itself (SIGKILL, as kill -9) once the state of step 8 is
-# saved.
-KILL_AFTER_STEP_8 = """
-import os, runpy, signal, sys, json
-sys.argv = ["train.py"] + sys.argv[1:]
-import run_folder
-swap = run_folder.replace_folder
-def replace_then_die(folder, write):
-    swap(folder, write)
-    if folder.name == "last" and json.loads((folder / "state.json").read_text())["step"] == 8:
-        os.kill(os.getpid(), signal.SIGKILL)
-run_folder.replace_folder = replace_then_die
+# train.py's main() in a process cut at one moment of its run: `how` is ctrl-c (SIGINT), sigterm, kill
+# (SIGKILL, as kill -9) or "full disk" (a write that fails as on a full disk); `where` names the moment.
+INTERRUPT = """
+import errno, json, os, pathlib, runpy, shutil, signal, sys
+how, where, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.argv = ["train.py"] + sys.argv[4:]
+import guard, run_folder
+stop = lambda: os.kill(os.getpid(), {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}.get(how, 9))
+saving = lambda folder: json.loads((folder.parent / "last.tmp" / "state.json").read_text())["step"]
+if where == "step-0 evaluation":
+    import eval_sts
+    dev_metrics = eval_sts.dev_metrics
+    def cut(*args):
+        stop()
+        return dev_metrics(*args)
+    eval_sts.dev_metrics = cut
+elif where == "step":  # before the first evaluation after step 0
+    skip = guard.NonFiniteGuard.skip_if_nonfinite
+    def cut(self, loss, grad_norm, s):
+        skip(self, loss, grad_norm, s)
+        if s == step:
+            stop()
+    guard.NonFiniteGuard.skip_if_nonfinite = cut
+elif where == "writing last":  # the weights of last.tmp/ written, the rest not yet
+    save_state = run_folder.save_state
+    def cut(folder, model, optimizer, schedule, state):
+        if state["step"] == step:
+            run_folder.write_safetensors(model.state_dict(), str(folder / "model.safetensors"))
+            stop()
+        save_state(folder, model, optimizer, schedule, state)
+    run_folder.save_state = cut
+elif how == "full disk":  # the weights (an OSError) or optimizer.pt (torch's zip writer) fail half written
+    save_state = run_folder.save_state
+    def full(path):
+        open(path, "wb").write(b"part")
+        if str(path).endswith(".pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                               "writing file data/0: file write failed")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    def cut(folder, model, optimizer, schedule, state):
+        if state["step"] == step and where == "model.safetensors":
+            run_folder.write_safetensors = lambda tensors, path: full(path + ".tmp")
+        elif state["step"] == step:
+            run_folder.torch.save = lambda obj, path: full(path)
+        save_state(folder, model, optimizer, schedule, state)
+    run_folder.save_state = cut
+else:  # a kill in the swap of best/ or last/ ("<folder>: <point>") at the save of `step`
+    name, point = where.split(": ")
+    swap, rename, rmtree = run_folder.swap, pathlib.Path.rename, shutil.rmtree
+    def renamed(self, target):
+        moved = rename(self, target)
+        if pathlib.Path(target).name == (name + ".old" if point == "between the renames" else name):
+            stop()
+        return moved
+    def half_removed(path, *args, **kwargs):
+        if pathlib.Path(path).name == name + ".old":
+            next(p for p in pathlib.Path(path).rglob("*") if p.is_file()).unlink()
+            stop()
+        return rmtree(path, *args, **kwargs)
+    def cut(folder):
+        if folder.name != name or saving(folder) != step:
+            return swap(folder)
+        if point == "before the renames":
+            stop()
+        elif point in ("between the renames", "after the renames"):
+            pathlib.Path.rename = renamed
+        elif point == "removing the old folder":
+            shutil.rmtree = half_removed
+        swap(folder)
+        stop()  # "after the save": last/ swapped in, log.jsonl not yet
+    run_folder.swap = cut
 runpy.run_path("train.py", run_name="__main__")
 """
 
 
-def train_cli(args, code=None):
+def train_cli(args, code=None, env=None):
     command = [sys.executable] + (["-c", code] if code else ["train.py"]) + args
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
 
 
 def log_without_seconds(out):
@@ -45,23 +106,92 @@ def log_without_seconds(out):
             for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_resume_after_kill_9_is_bit_identical(tiny_checkpoint, data_root, tmp_path):
-    common = ARGS + ["--model", tiny_checkpoint, "--data-dir", str(data_root)]
+def kill_and_resume(common, tmp_path, step):
+    """A run with the flags `common`, killed (kill -9) once last/ holds `step` and resumed, ends as the same
+    run uninterrupted: log.jsonl, best/ and last/ byte for byte (the other cuts: CUTS below)."""
     whole = train_cli(common + ["--output-dir", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-2000:]
-
-    killed = train_cli(common + ["--output-dir", str(tmp_path / "cut")], code=KILL_AFTER_STEP_8)
+    cut = ["kill", "last: after the save", str(step)]
+    killed = train_cli(cut + common + ["--output-dir", str(tmp_path / "cut")], code=INTERRUPT)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert [r["step"] for r in log_without_seconds(tmp_path / "cut")] == [0, 4]  # log.jsonl follows last/
     resumed = train_cli(common + ["--output-dir", str(tmp_path / "cut"), "--resume"])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stdout and "after step 8" in resumed.stdout
-
+    assert resumed.returncode == 0 and f"after step {step}" in resumed.stdout, resumed.stderr[-2000:]
     assert log_without_seconds(tmp_path / "cut") == log_without_seconds(tmp_path / "whole")
-    assert [r["step"] for r in log_without_seconds(tmp_path / "whole")] == [0, 4, 8, 12]
     for folder in ("best", "last"):
         assert (tmp_path / "cut" / folder / "model.safetensors").read_bytes() == \
             (tmp_path / "whole" / folder / "model.safetensors").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_checkpoint, data_root, tmp_path_factory):
+    """The uninterrupted run every interrupted one must end as, and the flags that made it."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    args = ARGS + ["--model", tiny_checkpoint, "--data-dir", str(data_root)]
+    run = train_cli(args + ["--output-dir", str(out)])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [r["step"] for r in log_without_seconds(out)] == [0, 4, 8, 12]
+    return out, args
+
+
+def assert_same_run(out, whole):
+    """best/, last/ and log.jsonl as the uninterrupted run's, and no leftover of a save."""
+    assert log_without_seconds(out) == log_without_seconds(whole)
+    for folder in ("best", "last"):
+        assert (out / folder / "model.safetensors").read_bytes() == \
+            (whole / folder / "model.safetensors").read_bytes()
+    assert json.loads((out / "last" / "state.json").read_text())["step"] == 12
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith((".tmp", ".old"))) == []
+
+
+BEST = None  # the step of the reference run's last new best/ (after step 0), found from its log
+CUTS = [  # (how, where, step of the save or step cut, what the cut leaves, --resume goes on after step)
+    ("ctrl-c", "step-0 evaluation", 0, [], None),
+    ("ctrl-c", "step", 2, [], 0),
+    ("sigterm", "step", 2, [], 0),  # `kill`: as Ctrl-C, but exit status 143
+    ("ctrl-c", "writing last", 8, [], 4),
+    ("kill", "last: after the save", 8, [], 8),
+    ("kill", "last: before the renames", 8, ["last.tmp"], 4),
+    ("kill", "last: between the renames", 8, ["last.old", "last.tmp"], 4),
+    ("kill", "last: after the renames", 8, ["last.old"], 8),
+    ("kill", "last: removing the old folder", 8, ["last.old"], 8),
+    ("kill", "best: between the renames", BEST, ["best.old", "best.tmp", "last.tmp"], -4),
+    ("kill", "best: removing the old folder", BEST, ["best.old", "last.tmp"], -4),
+    ("full disk", "optimizer.pt", 8, [], 4),
+    ("full disk", "model.safetensors", 8, [], 4),
+]
+
+
+@pytest.mark.parametrize("how, where, step, leftovers, resumed_after", CUTS, ids=[f"{c[0]}, {c[1]}"
+                                                                                   for c in CUTS])
+def test_a_cut_run_resumed_ends_as_the_uninterrupted_run(how, where, step, leftovers, resumed_after, whole,
+                                                         tmp_path):
+    reference, args = whole
+    if step is BEST:  # a save that writes best/: the last new best after step 0; last/ is then a save behind
+        log = log_without_seconds(reference)
+        step = [r["step"] for i, r in enumerate(log)
+                if i and r["stsb_dev"] > max(x["stsb_dev"] for x in log[:i])][-1]
+        resumed_after += step
+    out = tmp_path / "cut"
+    cut = train_cli([how, where, str(step)] + args + ["--output-dir", str(out)], INTERRUPT)
+    message = cut.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert "Traceback" not in cut.stderr, cut.stderr[-2000:]
+    if how in ("ctrl-c", "sigterm"):
+        assert cut.returncode == (130 if how == "ctrl-c" else 143), cut.stderr[-2000:]
+        assert "interrupted" in message and "--resume" in message
+    elif how == "kill":
+        assert cut.returncode == -9, cut.stderr[-2000:]
+    else:  # one line naming the file being written and the space it needed; the previous save kept
+        assert cut.returncode == 1 and message.startswith("error: "), cut.stderr[-2000:]
+        assert f"last.tmp/{where}" in message and "needs about" in message and "MiB free" in message
+        assert [r["step"] for r in log_without_seconds(out)] == [0, 4]
+        assert json.loads((out / "last" / "state.json").read_text())["step"] == 4
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.suffix in (".tmp", ".old")) == leftovers
+    if where == "last: after the save":
+        assert [r["step"] for r in log_without_seconds(out)] == [0, 4]  # log.jsonl a save behind last/
+    resumed = train_cli(args + ["--output-dir", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (f"after step {resumed_after}" in resumed.stdout) == (resumed_after is not None), resumed.stdout
+    assert_same_run(out, reference)
 
 
 def test_resume_with_nothing_to_resume_or_another_config_is_one_line(tiny_checkpoint, data_root, tmp_path):
@@ -76,6 +206,65 @@ def test_resume_with_nothing_to_resume_or_another_config_is_one_line(tiny_checkp
     assert other.returncode == 1 and "\n" not in message and "Traceback" not in message
     assert ("another configuration" in message and "dropout 0.1 -> 0.2" in message
             and "lr 3e-05 -> 0.0001" in message)
+
+
+def test_a_real_full_disk_keeps_the_previous_save_and_resume_goes_on(whole, tmp_path):
+    reference, args = whole
+    size = lambda folder: sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    one_save = size(reference / "best") + size(reference / "last")
+    disk, out = tmp_path / "disk", tmp_path / "disk" / "run"
+    disk.mkdir()
+    limit = one_save + size(reference / "last") // 2  # a second save beside the first cannot fit
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={limit}", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs is not permitted here (the monkeypatched full disks still run)")
+    try:
+        full = train_cli(args + ["--output-dir", str(out)])
+        message = full.stderr.strip().splitlines()[-1]
+        assert full.returncode == 1 and message.startswith(f"error: {out}/"), full.stderr[-2000:]
+        assert "needs about" in message and ("no space left" in message or "disk full" in message)
+        kept = [r["step"] for r in log_without_seconds(out)]  # AdamW's state appears at step 1: a later save
+        assert kept == [0, 4, 8][:len(kept)]  # the previous save, whole (the log up to last/'s step)
+        assert json.loads((out / "last" / "state.json").read_text())["step"] == kept[-1]
+        assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []  # nothing keeps the disk full
+        subprocess.run(["mount", "-o", f"remount,size={4 * one_save}", str(disk)], check=True)  # space freed
+        resumed = train_cli(args + ["--output-dir", str(out), "--resume"])
+        assert resumed.returncode == 0 and f"after step {kept[-1]}" in resumed.stdout, resumed.stderr[-2000:]
+        assert_same_run(out, reference)
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_resume_checks_its_data_and_takes_the_folder_by_any_path(tiny_checkpoint, data_root, tmp_path):
+    lines = (data_root / "wiki" / "wiki1m_head.txt").read_text().splitlines()[:64]
+    train_file, out, other = tmp_path / "train.txt", tmp_path / "run", tmp_path / "other_data"
+    train_file.write_text("\n".join(lines) + "\n")
+    stsb = data_root / "senteval" / "STS" / "STSBenchmark"
+    (other / "senteval" / "STS" / "STSBenchmark").mkdir(parents=True)  # another STS-B dev: one pair fewer
+    for split in ("train", "dev", "test"):
+        text = (stsb / f"sts-{split}.csv").read_text()
+        (other / "senteval" / "STS" / "STSBenchmark" / f"sts-{split}.csv").write_text(
+            "".join(text.splitlines(keepends=True)[:-1]) if split == "dev" else text)
+    common = ["--max-steps", "4", "--eval-steps", "4", "--batch-size", "8", "--no-test", "--model",
+              tiny_checkpoint, "--train-file", str(train_file), "--data-dir", str(data_root)]
+    assert train_cli(common + ["--output-dir", str(out)]).returncode == 0
+    pinned = json.loads((out / "run.json").read_text())["data"]
+    sha256 = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()
+    assert pinned["train_file"] == {"path": str(train_file.resolve()), "bytes": train_file.stat().st_size,
+                                    "examples": 64, "sha256": sha256(train_file)}
+    assert pinned["stsb_dev"]["sha256"] == sha256(stsb / "sts-dev.csv")
+
+    same = train_cli(common + ["--output-dir", os.path.relpath(out, REPO), "--resume"])  # a relative path
+    assert same.returncode == 0 and "after step 4" in same.stdout, same.stderr[-2000:]
+    dev = train_cli(common + ["--output-dir", str(out), "--resume", "--data-dir", str(other)])
+    message = dev.stderr.strip()
+    assert dev.returncode == 1 and "\n" not in message, dev.stderr[-2000:]
+    other_dev = (other / "senteval" / "STS" / "STSBenchmark" / "sts-dev.csv").resolve()
+    assert message.startswith(f"error: {other_dev}: not the stsb dev")
+    train_file.write_text("\n".join(lines[:-1]) + "\n")  # the training file shrunk
+    shrunk = train_cli(common + ["--output-dir", str(out), "--resume"])
+    message = shrunk.stderr.strip()
+    assert shrunk.returncode == 1 and "\n" not in message and "examples 64 -> 63" in message
+    assert message.startswith(f"error: {train_file.resolve()}: not the train file")
 
 
 def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path):
@@ -97,7 +286,7 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path):
 
     # A crash between the swap's two renames leaves best.old and no best: recover() puts it back.
     folder.rename(tmp_path / "best.old")
-    run_folder.recover(folder)
+    run_folder.recover(tmp_path)
     assert (folder / "model.safetensors").read_bytes() == saved
 
 

@@ -132,6 +132,11 @@ def test_bad_input_is_a_clear_error(dev_tool, tmp_path, minilm_dir):
     with pytest.raises(FileNotFoundError, match="nope.txt: no such file"):
         tool.build_index(str(tmp_path / "nope.txt"))
     tool.build_index(["A sentence."])
+    for wrong in (None, 3):  # a one-line error naming the item, and the index as it was
+        kind = type(wrong).__name__
+        with pytest.raises(TypeError, match=rf"sentence 1 is {wrong!r} \({kind}\), not a string"):
+            tool.build_index(["Another sentence.", wrong])
+    assert tool.index["sentences"] == ["A sentence."]
     for k in (0, -1):
         with pytest.raises(ValueError, match="top_k must be at least 1"):
             tool.search("A query.", top_k=k)
@@ -149,10 +154,11 @@ def test_command_line_encode_and_search(tiny_checkpoint, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n\n")
     run = subprocess.run([sys.executable, "tool.py", "encode", "--model", tiny_checkpoint, "--input",
-                          str(corpus), "--output", str(tmp_path / "z.npy")],
+                          str(corpus), "--output", str(tmp_path / "z")],  # no .npy: written as given
                          cwd=data.REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    z = np.load(tmp_path / "z.npy")
+    assert f"-> {tmp_path / 'z'} " in run.stdout and not (tmp_path / "z.npy").exists()
+    z = np.load(tmp_path / "z")
     assert np.allclose(z, SimCSE(tiny_checkpoint).encode(SENTENCES, return_numpy=True), atol=1e-6)
     run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus",
                           str(corpus), "--query", SENTENCES[2], "--top-k", "2", "--threshold", "-1"],

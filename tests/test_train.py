@@ -1,6 +1,7 @@
 """The SimCSE objectives, the two dropout views, the training files, and a whole (tiny) training run."""
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -139,6 +140,27 @@ def test_csv_row_with_wrong_column_count_names_file_and_line(tmp_path):
         data.read_training_file(path)
 
 
+@pytest.mark.parametrize("columns", [2, 3])
+def test_an_unclosed_quote_refuses_the_file_naming_its_own_line(columns, tmp_path):
+    path = tmp_path / "nli.csv"
+    rows = [",".join(["sent0", "sent1", "hard_neg"][:columns])] + [
+        ",".join(f"{c}{i}" for c in "abc"[:columns]) for i in range(1, 1000)]
+    rows[901] = 'a,"b' + ",c" * (columns - 2)  # line 902; before, it swallowed the 98 lines after it
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(data.DataError, match=rf"{path}:902: .*quote"):
+        data.read_training_file(path)
+    rows[901], rows[950] = 'a,"b', 'c",d' + ",e" * (columns - 2)  # a quote closed 49 lines later
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(data.DataError, match=rf"{path}:902: a quoted field runs on to line 951"):
+        data.read_training_file(path)
+
+
+def test_a_fifo_is_not_a_training_file(tmp_path):
+    os.mkfifo(tmp_path / "wiki.txt")  # reading it would wait for a writer forever
+    with pytest.raises(data.DataError, match=rf"{tmp_path / 'wiki.txt'}: not a regular file"):
+        data.training_file(str(tmp_path / "wiki.txt"))
+
+
 def test_non_utf8_training_file_names_file_and_line(tmp_path):
     path = tmp_path / "wiki.txt"
     path.write_bytes("ok\nalso ok\n".encode() + b"caf\xe9\n")
@@ -152,6 +174,20 @@ def test_presets_and_overrides():
         ("bert-base-uncased", 512, 1e-5, 3, True, False)
     assert parse_args([])[0] == TrainConfig(**{**PRESETS["quick"]})
     assert parse_args(["--no-mlp-only-train"])[0].mlp_only_train is False
+    assert (parse_args(["--epochs", "2"])[0].max_steps, parse_args(["--epochs", "2"])[0].epochs) == \
+        (None, 2)  # an explicit --epochs wins over the preset's max_steps
+    assert parse_args(["--epochs", "2", "--max-steps", "5"])[0].max_steps == 5  # both given: as documented
+
+
+def test_seed_and_max_length_out_of_range_are_one_line(tiny_checkpoint):
+    from config import check, check_max_length
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match=rf"--seed {seed}: expected an integer in \[0, 2\*\*63\)"):
+            check(TrainConfig(seed=seed))
+    tokenizer, model = load_tokenizer(tiny_checkpoint), BertModel.from_pretrained(tiny_checkpoint)
+    check_max_length(TrainConfig(max_length=512), tokenizer, model)
+    with pytest.raises(ValueError, match="--max-length 100000: expected at most 512"):  # not capped silently
+        check_max_length(TrainConfig(max_length=100000), tokenizer, model)
 
 
 # --- A whole run, with a tiny random BERT so that it takes seconds --------------------------------
