@@ -41,12 +41,18 @@ STS_YEARS = {
 }
 
 
+def require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found. {GET_DATA_HELP}")
+    return path
+
+
 def read_sts_subset(folder: Path, subset: str) -> STSPairs:
     """STS.input.<subset>.txt (two tab-separated sentences a line) + STS.gs.<subset>.txt (a score a line).
 
     Pairs whose gold line is empty are unscored and skipped, as in SentEval."""
     in_path, gs_path = folder / f"STS.input.{subset}.txt", folder / f"STS.gs.{subset}.txt"
-    inputs, golds = read_lines(in_path), read_lines(gs_path)
+    inputs, golds = read_lines(require(in_path)), read_lines(require(gs_path))
     if len(inputs) != len(golds):
         raise DataError(f"{in_path} has {len(inputs)} lines but {gs_path} has {len(golds)}")
     pairs = STSPairs([], [], [], gs_path)
@@ -66,7 +72,7 @@ def read_sts_subset(folder: Path, subset: str) -> STSPairs:
 def read_tsv_pairs(path: Path, columns, skip_header: bool) -> STSPairs:
     """Pairs from a tab-separated file; columns = (sentence 1, sentence 2, score) indices."""
     pairs = STSPairs([], [], [], path)
-    lines = read_lines(path)
+    lines = read_lines(require(path))
     for lineno, line in enumerate(lines[1:] if skip_header else lines, 2 if skip_header else 1):
         fields = line.strip().split("\t")
         if len(fields) <= max(columns):
@@ -94,9 +100,7 @@ def read_sts_task(task: str, senteval: Path, splits=None) -> dict:
     splits asked for (a damaged test file does not stop what needs dev alone)."""
     sts = senteval / "STS"
     if task in STS_YEARS:
-        folder = sts / f"{task}-en-test"
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: not found. {GET_DATA_HELP}")
+        folder = require(sts / f"{task}-en-test")
         return {subset: read_sts_subset(folder, subset) for subset in STS_YEARS[task]}
     if task == "STSBenchmark":
         return {split: read_stsb(sts / "STSBenchmark" / f"sts-{split}.csv")

@@ -214,19 +214,19 @@ def small_senteval(root):
     rng = np.random.RandomState(0)
     words = "a good bad film plot actor fun dull great poor story what who when where how".split()
     sentence = lambda: " ".join(rng.choice(words, size=rng.randint(2, 8)))
-    senteval = root / "senteval"
+    tree = root / "senteval"
     for task, (folder, first, second) in senteval.BINARY_FILES.items():
         for name in (first, second):
-            write(senteval / folder / name, "".join(sentence() + "\n" for _ in range(30)))
+            write(tree / folder / name, "".join(sentence() + "\n" for _ in range(30)))
     for split, n in (("train", 60), ("dev", 20), ("test", 20)):
-        write(senteval / "SST" / "binary" / f"sentiment-{split}",
+        write(tree / "SST" / "binary" / f"sentiment-{split}",
               "".join(f"{sentence()}\t{i % 2}\n" for i in range(n)))
     classes = list(senteval.TREC_CLASSES)
     for name, n in (("train_5500.label", 72), ("TREC_10.label", 24)):
-        write(senteval / "TREC" / name, "".join(f"{classes[i % 6]}:x {sentence()} ?\n" for i in range(n)))
+        write(tree / "TREC" / name, "".join(f"{classes[i % 6]}:x {sentence()} ?\n" for i in range(n)))
     for split, n in (("train", 60), ("test", 20)):
         header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-        write(senteval / "MRPC" / f"msr_paraphrase_{split}.txt",
+        write(tree / "MRPC" / f"msr_paraphrase_{split}.txt",
               header + "".join(f"{i % 2}\t{i}\t{i}\t{sentence()}\t{sentence()}\n" for i in range(n)))
 
 
