@@ -324,13 +324,13 @@ def train_side(args):
         for i, sentences in enumerate(texts):
             if i == args.warmup:
                 sync()
-                start = time.perf_counter()
+                start, before = time.perf_counter(), resident_mib()  # the model and AdamW's state made
             torch.manual_seed(i)
             step(sentences, i + 1)
         sync()
         seconds = (time.perf_counter() - start) / args.steps
-    print(json.dumps({**result, "seconds": seconds, "peak_mib": memory.peak, "tflops": flops / seconds / 1e12,
-                      "mfu": 100 * flops / seconds / peak if peak else None}))
+    print(json.dumps({**result, "seconds": seconds, "peak_mib": memory.peak, "before_mib": before,
+                      "tflops": flops / seconds / 1e12, "mfu": 100 * flops / seconds / peak if peak else None}))
 
 
 def matmul_roofline(c, masks, dtype, device, sync, repeats=3):
