@@ -330,7 +330,8 @@ def train_side(args):
         sync()
         seconds = (time.perf_counter() - start) / args.steps
     print(json.dumps({**result, "seconds": seconds, "peak_mib": memory.peak, "before_mib": before,
-                      "tflops": flops / seconds / 1e12, "mfu": 100 * flops / seconds / peak if peak else None}))
+                      "tflops": flops / seconds / 1e12,
+                      "mfu": 100 * flops / seconds / peak if peak else None}))
 
 
 def matmul_roofline(c, masks, dtype, device, sync, repeats=3):

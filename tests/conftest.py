@@ -71,3 +71,23 @@ def tiny_roberta(roberta_tokenizer_dir, tmp_path_factory):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(f"{roberta_tokenizer_dir}/{name}", folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_checkpoint, data_root, tmp_path_factory):
+    """One uninterrupted tiny run of train.py (12 steps of 8, STS-B dev every 4) with a test_scores.json, as
+    a run with the test would leave, and the flags that made it: the reference every interrupted, resumed or
+    refused run is held against (test_resume.py, test_safety.py). Read it; copy it to change it."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path_factory.mktemp("finished") / "run"
+    args = ["--max-steps", "12", "--eval-steps", "4", "--batch-size", "8", "--no-test", "--model",
+            tiny_checkpoint, "--data-dir", str(data_root)]
+    run = subprocess.run([sys.executable, "train.py"] + args + ["--output-dir", str(out)], cwd=data.REPO,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 4, 8, 12]
+    (out / "test_scores.json").write_text('{"scores": {"Avg": 1.0}}')
+    return out, args

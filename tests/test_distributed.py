@@ -26,9 +26,9 @@ def test_gradient_through_the_gathered_negatives(tmp_path):
 
 def test_torchrun_run_equals_single_process_run(tiny_checkpoint, data_root, tmp_path):
     # --pooler avg: BERT's pooler takes no part (it crashed DistributedDataParallel at step 2 before).
-    args = ["train.py", "--preset", "quick-sup", "--model", tiny_checkpoint, "--max-steps", "4", "--eval-steps",
-            "4", "--batch-size", "16", "--dropout", "0", "--pooler", "avg", "--precision", "fp32", "--no-test",
-            "--data-dir", str(data_root)]
+    args = ["train.py", "--preset", "quick-sup", "--model", tiny_checkpoint, "--max-steps", "4",
+            "--eval-steps", "4", "--batch-size", "16", "--dropout", "0", "--pooler", "avg", "--precision",
+            "fp32", "--no-test", "--data-dir", str(data_root)]
     for command, out in ((TORCHRUN, "A"), ([sys.executable], "B")):
         run = subprocess.run(command + args + ["--output-dir", str(tmp_path / out)], cwd=REPO,
                              capture_output=True, text=True)

@@ -12,7 +12,6 @@ import pytest
 
 from data import REPO
 
-COMMON = ["--max-steps", "12", "--eval-steps", "4", "--batch-size", "8", "--no-test"]
 
 def train_cli(args, code=None, env=None):
     command = [sys.executable] + (["-c", code] if code else ["train.py"]) + args
@@ -30,14 +29,9 @@ def snapshot(folder):  # .lock aside: each process that takes the folder's lock 
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_checkpoint, data_root, tmp_path_factory):
-    """A finished run (with a test_scores.json) and the flags that made it."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    args = COMMON + ["--model", tiny_checkpoint, "--data-dir", str(data_root)]
-    run = train_cli(args + ["--output-dir", str(out)])
-    assert run.returncode == 0, run.stderr[-2000:]
-    (out / "test_scores.json").write_text('{"scores": {"Avg": 1.0}}')  # as a run with the test would leave
-    return out, args
+def finished(finished_run):
+    """A finished run (with a test_scores.json) and the flags that made it (conftest.py)."""
+    return finished_run
 
 
 BAD = {  # flags -> what the one-line error must say
