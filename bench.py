@@ -13,6 +13,7 @@ ratios.
     python bench.py transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -133,11 +134,13 @@ def model_name(args, folder):
 
 class PeakMemory:
     """The largest resident memory of this process while the block runs (sampled every 2 ms), in MiB; on a
-    GPU the largest allocated GPU memory."""
+    GPU the largest allocated GPU memory. On a CPU also `allocated`: the most bytes malloc had handed out and
+    not had back (glibc's mallinfo2), the CPU's torch.cuda.max_memory_allocated. Resident memory also holds
+    what was freed but that malloc keeps, in the middle of its heap, for later: the process's real size."""
 
     def __enter__(self):
         import threading
-        self.peak, self.done = resident_mib(), threading.Event()
+        self.peak, self.allocated, self.done = resident_mib(), allocated_mib(), threading.Event()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self.thread = threading.Thread(target=self.sample, daemon=True)
@@ -146,13 +149,37 @@ class PeakMemory:
 
     def sample(self):
         while not self.done.wait(0.002):
-            self.peak = max(self.peak, resident_mib())
+            self.peak, self.allocated = max(self.peak, resident_mib()), max(self.allocated, allocated_mib())
 
     def __exit__(self, *exc):
         self.done.set()
         self.thread.join()
         if torch.cuda.is_available():
-            self.peak = torch.cuda.max_memory_allocated() / 2**20
+            self.peak = self.allocated = torch.cuda.max_memory_allocated() / 2**20
+
+
+@functools.cache
+def mallinfo2():
+    import ctypes
+
+    class Info(ctypes.Structure):  # struct mallinfo2, glibc 2.33+
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    try:
+        function = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or an older one
+        return None
+    function.restype = Info
+    return function
+
+
+def allocated_mib():
+    """What malloc has handed out and not had back, in MiB: its heaps' chunks in use plus its mmap'd ones
+    (NaN where malloc is not glibc's)."""
+    if mallinfo2() is None:
+        return float("nan")
+    info = mallinfo2()()
+    return (info.uordblks + info.hblkhd) / 2**20
 
 
 def resident_mib():
@@ -199,13 +226,16 @@ def bench_train(args):
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     cuda = torch.cuda.is_available()
-    sides = [s for s in TRAIN_SIDES if ("bf16" not in s or cuda or cpu_has_bf16())
+    sides = [s for s in args.sides or TRAIN_SIDES if ("bf16" not in s or cuda or cpu_has_bf16())
              and (args.micro_batch or not s.endswith("micro"))]
     name = model_name(args, Path(tempfile.mkdtemp()))
     forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ["--model", name]
+    if args.sides:  # the children get one --side each
+        i = forwarded.index("--sides")
+        forwarded[i:i + 1 + len(args.sides)] = []
     results = side_runs("train", sides, forwarded, args.rounds)
     best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
-    info = best["ours-fp32"]
+    info = next(iter(best.values()))
     device = torch.cuda.get_device_name() if cuda else cpu_name()
     print(f"model {name} ({info['layers']} layers, {info['hidden']} wide), {info['views']} sentences x batch "
           f"{args.batch_size} from {args.train_file}, max length 32, tokenised in the timed loop, "
@@ -213,23 +243,33 @@ def bench_train(args):
           f"{info['tokens']:.0f} real tokens a step; on {device}")
     print(f"all rounds (ms/step): "
           f"{ {k: [round(1000 * x['seconds'], 1) for x in v] for k, v in results.items()} }")
+    timed = [s for s in sides if not s.startswith("roofline")]
     peers = [s for s in sides if s in PEERS]
-    fastest = min(peers, key=lambda s: best[s]["seconds"])
+    fastest = min(peers or timed, key=lambda s: best[s]["seconds"])  # without peers: the fastest of ours
     reference = best[fastest]["seconds"]
-    print(f"{'':20s} {'ms/step':>9s} {'examples/s':>11s} {'vs ' + fastest:>24s} {'peak memory':>12s}")
-    for side, r in best.items():
-        if side.startswith("roofline"):
-            continue
+    allocated = "allocated" if not cuda else ""  # a CPU's resident memory holds what malloc keeps freed too
+    print(f"{'':20s} {'ms/step':>9s} {'examples/s':>11s} {'vs ' + fastest:>24s} {'peak memory':>12s} "
+          f"{allocated:>12s}")
+    for side in timed:
+        r = best[side]
         label = f"{side} {args.micro_batch}" if side.endswith("micro") else side
         print(f"{label:20s} {1000 * r['seconds']:9.1f} {args.batch_size / r['seconds']:11.1f} "
               f"{reference / r['seconds']:23.2f}x {r['peak_mib']:8.0f} MiB" + (
+                  f" {r['peak_allocated_mib']:8.0f} MiB" if allocated else "") + (
                   f"   {r['tflops']:.2f} TFLOP/s" + (f", MFU {r['mfu']:.1f}%" if r.get("mfu") else "")))
     for precision in ("fp32", "bf16"):
-        if f"ours-{precision}" in best:
+        if peers and f"ours-{precision}" in best and f"roofline-{precision}" in best:
             ours, roof = best[f"ours-{precision}"]["seconds"], best[f"roofline-{precision}"]["seconds"]
             print(f"ours {precision}: {reference / ours:.2f}x the fastest peer side ({fastest}); step within "
                   f"{ours / roof:.2f}x of its matmul roofline ({1000 * roof:.1f} ms of {precision} matrix "
                   f"products at its shapes, {best[f'roofline-{precision}']['tflops']:.2f} TFLOP/s)")
+    for precision in ("fp32", "bf16"):  # gradient caching beside the plain step it replaces
+        plain, micro = best.get(f"ours-{precision}"), best.get(f"ours-{precision}-micro")
+        if plain and micro:
+            print(f"ours {precision} --micro-batch {args.micro_batch}: {micro['seconds'] / plain['seconds']:.2f}x "
+                  f"the plain step's time, {micro['peak_mib'] / plain['peak_mib']:.2f}x its peak memory" + (
+                      f" ({micro['peak_allocated_mib'] / plain['peak_allocated_mib']:.2f}x allocated)"
+                      if allocated else ""))
 
 
 def train_side(args):
@@ -330,7 +370,7 @@ def train_side(args):
         sync()
         seconds = (time.perf_counter() - start) / args.steps
     print(json.dumps({**result, "seconds": seconds, "peak_mib": memory.peak, "before_mib": before,
-                      "tflops": flops / seconds / 1e12,
+                      "peak_allocated_mib": memory.allocated, "tflops": flops / seconds / 1e12,
                       "mfu": 100 * flops / seconds / peak if peak else None}))
 
 
@@ -555,6 +595,8 @@ def main():
                     help="on a GPU (default: on)")
     tr.add_argument("--micro-batch", type=int, metavar="K",
                     help="also time ours with --micro-batch K (gradient caching): time and peak memory")
+    tr.add_argument("--sides", nargs="+", choices=TRAIN_SIDES, metavar="SIDE",
+                    help=f"only these sides (default: all): {', '.join(TRAIN_SIDES)}")
     tr.add_argument("--side", choices=TRAIN_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     ru = sub.add_parser("run", help="a timed train.py run and the projected time of the paper's whole run")
     ru.add_argument("--batch-size", type=int, default=64,
