@@ -266,8 +266,9 @@ def bench_train(args):
     for precision in ("fp32", "bf16"):  # gradient caching beside the plain step it replaces
         plain, micro = best.get(f"ours-{precision}"), best.get(f"ours-{precision}-micro")
         if plain and micro:
-            print(f"ours {precision} --micro-batch {args.micro_batch}: {micro['seconds'] / plain['seconds']:.2f}x "
-                  f"the plain step's time, {micro['peak_mib'] / plain['peak_mib']:.2f}x its peak memory" + (
+            slower = micro["seconds"] / plain["seconds"]
+            print(f"ours {precision} --micro-batch {args.micro_batch}: {slower:.2f}x the plain step's time, "
+                  f"{micro['peak_mib'] / plain['peak_mib']:.2f}x its peak memory" + (
                       f" ({micro['peak_allocated_mib'] / plain['peak_allocated_mib']:.2f}x allocated)"
                       if allocated else ""))
 
