@@ -275,7 +275,7 @@ def bench_train(args):
 
 def train_side(args):
     """One side of bench.py train, in this process: prints {"seconds": per step, "peak_mib": ...} as JSON."""
-    import transformers
+    from checkpoint import checkpoint_file, read_config
     from config import TrainConfig
     from distributed import Processes
     from guard import NonFiniteGuard
@@ -294,8 +294,7 @@ def train_side(args):
     tokenizer = load_tokenizer(args.model)
     kind, precision = args.side.split("-")[:2]  # ours-bf16-micro: ours, bf16, gradient caching
     amp = torch.bfloat16 if precision == "bf16" else None
-    c = BertConfig(**{k: v for k, v in transformers.AutoConfig.from_pretrained(args.model).to_dict().items()
-                      if k in BertConfig.__dataclass_fields__})
+    c = read_config(BertConfig, checkpoint_file(args.model, "config.json"))
     tokens = sum(int(tokenizer(t, 32)["attention_mask"].sum()) for t in texts[args.warmup:]) / args.steps
     flops = 6 * tokens * c.num_hidden_layers * (4 * c.hidden_size ** 2
                                                 + 2 * c.hidden_size * c.intermediate_size)
@@ -328,6 +327,7 @@ def train_side(args):
             guard.skip_if_nonfinite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), i)
             optimizer.step()
     elif kind == "transformers":  # transformers' BertModel under our loss, padded to the longest
+        import transformers
         model = transformers.BertModel.from_pretrained(args.model).to(device)
         theirs = transformers.AutoTokenizer.from_pretrained(args.model)
 
