@@ -230,9 +230,6 @@ def bench_train(args):
              and (args.micro_batch or not s.endswith("micro"))]
     name = model_name(args, Path(tempfile.mkdtemp()))
     forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ["--model", name]
-    if args.sides:  # the children get one --side each
-        i = forwarded.index("--sides")
-        forwarded[i:i + 1 + len(args.sides)] = []
     results = side_runs("train", sides, forwarded, args.rounds)
     best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
     info = next(iter(best.values()))

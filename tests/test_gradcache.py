@@ -174,7 +174,7 @@ def test_torchrun_micro_batched_run_equals_single_process_plain_run(tiny_checkpo
 def test_bench_reports_the_micro_batched_steps_time_and_memory_beside_the_plain_steps(tiny_checkpoint,
                                                                                          data_root):
     """bench.py train --micro-batch K: both steps timed in processes of their own, and the ratios of time and
-    peak memory printed. On 512 sentences the plain step's activations are ~100x a chunk of 8's, so the
+    peak memory printed. The plain step's activations are 32x a chunk's (512 sentences, 16), so the
     micro-batched step's peak allocated memory is the smaller, however the 2 ms sampling falls."""
     run = subprocess.run([sys.executable, "bench.py", "train", "--model", tiny_checkpoint, "--batch-size",
                           "256", "--micro-batch", "8", "--steps", "1", "--warmup", "0", "--rounds", "1",
