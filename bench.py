@@ -159,26 +159,28 @@ class PeakMemory:
 
 
 @functools.cache
-def mallinfo2():
+def glibc_mallinfo2():
+    """glibc's mallinfo2 (2.33+), callable from Python; None where malloc is not (that) glibc's."""
     import ctypes
 
-    class Info(ctypes.Structure):  # struct mallinfo2, glibc 2.33+
+    class Info(ctypes.Structure):  # struct mallinfo2
         _fields_ = [(name, ctypes.c_size_t) for name in
                     "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
     try:
-        function = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):  # not glibc, or an older one
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
         return None
-    function.restype = Info
-    return function
+    mallinfo2.restype = Info
+    return mallinfo2
 
 
 def allocated_mib():
     """What malloc has handed out and not had back, in MiB: its heaps' chunks in use plus its mmap'd ones
     (NaN where malloc is not glibc's)."""
-    if mallinfo2() is None:
+    mallinfo2 = glibc_mallinfo2()
+    if mallinfo2 is None:
         return float("nan")
-    info = mallinfo2()()
+    info = mallinfo2()
     return (info.uordblks + info.hblkhd) / 2**20
 
 
