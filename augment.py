@@ -23,6 +23,7 @@ import torch
 
 from bert import BertConfig, BertModel
 from checkpoint import checkpoint_file, default_model, read_config
+from data import AUGMENTATION, step_seed
 from mlm import head_weights, load_head
 from tokenizer import load_tokenizer
 
@@ -172,9 +173,8 @@ def augment(sentences, spec, g, fill=None, **kw):
     return [" ".join(one(s.split())) if s.split() else s for s in sentences]
 
 
-def generator(seed, rank, step, view):
-    # ints only: Python's hash of a tuple of ints is the same in every process and run (str hashes are not)
-    return torch.Generator().manual_seed(hash((seed, rank, step, 2 + view)))
+def generator(seed, rank, step, view):  # each view's draws, a stream of their own (data.step_seed)
+    return torch.Generator().manual_seed(step_seed(seed, rank, step, AUGMENTATION + view))
 
 
 def augment_batch(sentences, cfg, rank, step, fill=None):

@@ -277,11 +277,8 @@ def train_side(args):
     from checkpoint import checkpoint_file, read_config
     from config import TrainConfig
     from distributed import Processes
-    from guard import NonFiniteGuard
-    import simcse
-    from gradcache import cached_backward
     from simcse import contrastive_loss, embed_views
-    from speed import Speed
+    from train import Trainer
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before the clock
@@ -304,27 +301,12 @@ def train_side(args):
         seconds = matmul_roofline(c, shapes[args.warmup:], amp or torch.float32, device, sync)
         print(json.dumps({**result, "seconds": seconds, "peak_mib": 0.0, "tflops": flops / seconds / 1e12}))
         return
-    if kind == "ours":
-        model = BertModel.from_pretrained(args.model).to(device)
-        fast = Speed(device, compile=None if args.compile else False, precision=precision)
-        step_model, params = fast.prepare(model), list(model.parameters())
-        optimizer = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.0, fused=True)
-        procs = Processes()
-        guard = NonFiniteGuard(optimizer, device, procs, check_every=fast.check_every)
-        cfg = TrainConfig(pooler="cls", micro_batch=args.micro_batch if args.side.endswith("micro") else None)
-
-        def step(sentences, i):  # as train.py's loop
-            batch = {k: v.to(device, non_blocking=True)
-                     for k, v in tokenizer(sentences, 32, fast.fixed_shapes).items()}
-            optimizer.zero_grad(set_to_none=True)
-            if cfg.micro_batch:
-                loss = cached_backward(step_model, batch, n_views, cfg, procs.gather, fast.autocast)
-            else:
-                with fast.autocast():
-                    loss = simcse.loss(step_model, batch, n_views, cfg)
-                loss.backward()
-            guard.skip_if_nonfinite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), i)
-            optimizer.step()
+    if kind == "ours":  # train.py's own Trainer and step, on this device
+        micro = args.micro_batch if args.side.endswith("micro") else None
+        cfg = TrainConfig(model=args.model, micro_batch=micro, precision=precision, max_length=32, seed=0)
+        trainer = Trainer(cfg, BertModel.from_pretrained(args.model), tokenizer, args.model, Processes(),
+                          total_steps=len(texts), compile=None if args.compile else False)
+        step = lambda sentences, i: trainer.step(sentences, n_views, i)
     elif kind == "transformers":  # transformers' BertModel under our loss, padded to the longest
         import transformers
         model = transformers.BertModel.from_pretrained(args.model).to(device)
@@ -357,15 +339,15 @@ def train_side(args):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-    if kind != "ours":  # the Trainer's default optimizer (adamw_torch_fused since torch 2.8)
+    if kind != "ours":  # the HF Trainer's default optimizer (adamw_torch_fused since torch 2.8)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=0.0, fused=True)
-    model.train()
+        model.train()
     with PeakMemory() as memory:
         for i, sentences in enumerate(texts):
             if i == args.warmup:
                 sync()
                 start, before = time.perf_counter(), resident_mib()  # the model and AdamW's state made
-            torch.manual_seed(i)
+            torch.manual_seed(i)  # the peers' masks (ours seeds each step itself, as in train.py)
             step(sentences, i + 1)
         sync()
         seconds = (time.perf_counter() - start) / args.steps

@@ -1,6 +1,7 @@
 """BERT (Devlin et al., 2019), the encoder SimCSE fine-tunes, in plain PyTorch, every dropout -- unsupervised
 SimCSE's only augmentation (section 3) -- in sight. Modules have the names of Hugging Face's modeling_bert.py,
-so checkpoints load both ways (checkpoint.py). RoBERTa is this network with other position ids.
+so checkpoints load both ways (checkpoint.py). RoBERTa is this network with other position ids. This file is
+what runs, in training and evaluation, on every device; what makes it fast is in it, a branch with its reason.
 
     model = BertModel.from_pretrained("bert-base-uncased")   # or a local folder; tokenizer.py gives the input
 """
@@ -30,23 +31,6 @@ class BertConfig:
     pad_token_id: int = 0
     model_type: str = "bert"  # or "roberta": the same network but for its position ids
 
-    def __post_init__(self):  # values no network can have: one-line errors (checkpoint.py names the file)
-        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size")  # a 0 or -1 would be a traceback later
-        for name in sizes:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} {value!r} is not a positive integer")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                             f"{self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"{name} {value!r} is not a number in [0, 1)")
-
 
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
 
@@ -73,6 +57,32 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x + self.position_embeddings(positions)))
 
 
+class Tokens:
+    """Where the tokens of a padded (batch, length) batch are. The layers see them as the rows of one (tokens,
+    hidden) matrix; attention, where tokens meet, puts them back on the (batch, length) grid. Every layer but
+    attention acts on each token alone, so in training on a CPU the rows are the real tokens only (batches are
+    30-60% padding), their count rounded up to a multiple of 64 (padding rows, computed and never attended to)
+    so that the CPU reuses the kernels it builds for each matrix shape. Elsewhere every position is a row: a
+    GPU's compiled step wants fixed shapes, and evaluation batches sentences of a length (eval_sts.encode)."""
+
+    def __init__(self, attention_mask, pack):
+        self.shape = attention_mask.shape
+        self.mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): may a query see a key?
+        self.index = None  # every position
+        if pack:  # the real tokens first (argsort of the mask), then padding up to a multiple of 64
+            n = min(-(-int(attention_mask.sum()) // 64) * 64, attention_mask.numel())
+            self.index = attention_mask.flatten().argsort(descending=True, stable=True)[:n]
+
+    def rows(self, x):  # (batch, length, d) -> (tokens, d)
+        x = x.flatten(0, 1)
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def grid(self, x):  # (tokens, d) -> (batch, length, d), zeros at padding that was not a row
+        if self.index is not None:
+            x = x.new_zeros(self.shape.numel(), x.shape[-1]).index_copy(0, self.index, x)
+        return x.view(*self.shape, -1)
+
+
 class BertSelfAttention(nn.Module):
     """Multi-head scaled dot-product attention, with dropout on the attention probabilities."""
 
@@ -84,13 +94,17 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
         self.dropout = nn.Dropout(c.attention_probs_dropout_prob)  # on the attention probabilities
 
-    def forward(self, x, mask):  # x: (batch, length, hidden); mask: (batch, 1, 1, length), True: attend
-        B, L, _ = x.shape
-        heads = lambda t: t.view(B, L, self.num_heads, -1).transpose(1, 2)  # (batch, heads, length, d)
+    def forward(self, x, tokens):  # x: (tokens, hidden), the rows of BertModel.forward
+        B, L = tokens.shape
+        heads = lambda t: tokens.grid(t).view(B, L, self.num_heads, -1).transpose(1, 2)  # (B, heads, L, d)
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        # softmax(q k^T / sqrt(d)) v, with dropout on the probabilities -- augmentation too (section 3)
-        y = F.scaled_dot_product_attention(q, k, v, mask, self.dropout.p if self.training else 0.0)
-        return y.transpose(1, 2).reshape(B, L, -1)
+        if self.training and x.is_cpu:  # softmax(q k^T / sqrt(d)) v, written out (the fused kernel below
+            # drops out in a slower fp32 path on a CPU)
+            scores = (q @ k.transpose(2, 3) / q.shape[-1] ** 0.5).masked_fill(~tokens.mask, float("-inf"))
+            y = self.dropout(scores.softmax(-1)) @ v  # dropout on the probabilities: augmentation (section 3)
+        else:  # the same in one fused kernel, which draws the dropout mask itself
+            y = F.scaled_dot_product_attention(q, k, v, tokens.mask, self.dropout.p if self.training else 0.0)
+        return tokens.rows(y.transpose(1, 2).reshape(B, L, -1))
 
 
 class BertResidual(nn.Module):
@@ -112,8 +126,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(c)
         self.output = BertResidual(c, c.hidden_size)
 
-    def forward(self, x, mask):
-        return self.output(self.self(x, mask), x)
+    def forward(self, x, tokens):
+        return self.output(self.self(x, tokens), x)
 
 
 class BertIntermediate(nn.Module):
@@ -135,8 +149,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertResidual(c, c.intermediate_size)
 
-    def forward(self, x, mask):
-        x = self.attention(x, mask)
+    def forward(self, x, tokens):
+        x = self.attention(x, tokens)
         return self.output(self.intermediate(x), x)
 
 
@@ -174,13 +188,15 @@ class BertModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): padding is never attended to
-        x = self.embeddings(input_ids, token_type_ids)
+        tokens = Tokens(attention_mask, pack=self.training and input_ids.is_cpu)  # padding: never attended to
+        x = tokens.rows(self.embeddings(input_ids, token_type_ids))  # (tokens, hidden)
         hidden_states = [x]
         for layer in self.encoder.layer:
-            x = layer(x, mask)
+            x = layer(x, tokens)
             hidden_states.append(x)
-        return BertOutput(x, self.pooler(x[:, 0]), tuple(hidden_states) if output_hidden_states else None)
+        last = tokens.grid(x)  # (batch, length, hidden)
+        return BertOutput(last, self.pooler(last[:, 0]),
+                          tuple(map(tokens.grid, hidden_states)) if output_hidden_states else None)
 
     def set_dropout(self, p: float):
         """Hidden and attention dropout probability p: the knob of the paper's Table 3."""

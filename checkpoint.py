@@ -77,10 +77,29 @@ def read_config(config_class, path):
     if d.get("model_type", "bert") not in MODEL_TYPES:
         raise ValueError(f"{path}: model_type {d['model_type']!r} is not one of {', '.join(MODEL_TYPES)}")
     known = {f.name for f in fields(config_class)}
-    try:
-        return config_class(**{k: v for k, v in d.items() if k in known})  # which checks its values
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from None
+    config = config_class(**{k: v for k, v in d.items() if k in known})
+    problem = config_problem(config)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    return config
+
+
+def config_problem(c):
+    """What makes a BertConfig no network can have (a traceback later, or worse), or None."""
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"{name} {value!r} is not a positive integer"
+    if c.hidden_size % c.num_attention_heads:
+        return f"hidden_size {c.hidden_size} is not a multiple of num_attention_heads {c.num_attention_heads}"
+    if not isinstance(c.pad_token_id, int) or not 0 <= c.pad_token_id < c.vocab_size:
+        return f"pad_token_id {c.pad_token_id!r} is not an id of the vocabulary (0 to {c.vocab_size - 1})"
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps"):
+        value = getattr(c, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            return f"{name} {value!r} is not a number in [0, 1)"
+    return None
 
 
 def weights_file(name_or_dir):
@@ -92,7 +111,12 @@ def weights_file(name_or_dir):
 
 
 def load_model(model_class, config_class, name_or_dir):
-    model = model_class(read_config(config_class, checkpoint_file(name_or_dir, "config.json")))
+    config_path = checkpoint_file(name_or_dir, "config.json")
+    config = read_config(config_class, config_path)
+    try:
+        model = model_class(config)
+    except KeyError as e:  # bert.ACTIVATIONS has no such activation
+        raise ValueError(f"{config_path}: hidden_act {config.hidden_act!r} is not one bert.py has") from None
     path = weights_file(name_or_dir)
     load_hf_state_dict(model, read_weights(path), source=path)
     for name, tensor in model.state_dict().items():  # a NaN would evaluate, encode and train to NaN, silently
@@ -181,7 +205,7 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
     readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with "
               f"SimCSE (https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` "
               f"pooler.\n\n"
-              f"- this project: `simcse.SimCSE(path)` or `python eval_sts.py --model path "
+              f"- this project: `from tool import SimCSE; SimCSE(path)` or `python eval_sts.py --model path "
               f"--pooler {pooler}`\n")
     if pooler in ("avg_top2", "avg_first_last"):
         write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has "

@@ -149,6 +149,21 @@ def read_training_file(path):
     return [(s, s) for s in sentences], skipped
 
 
+# --- What each step draws: its batch and its random numbers, functions of the seed and the step alone ----
+
+DROPOUT, MLM_MASKS, AUGMENTATION = 0, 1, 2  # a step's streams of random numbers (augmentation: 2 + view)
+
+
+def step_seed(seed, process, step, stream):
+    """The seed of one stream of random numbers (the dropout masks, MLM's masked tokens, a view's
+    augmentation) of one process at one training step. Every random draw of training is a function of these
+    four numbers alone, never of what ran before it: so --resume after a kill draws the masks the run it
+    continues would have drawn, torchrun's processes draw masks of their own, and the streams do not shift
+    each other (--do-mlm leaves the dropout masks as they are). Python's hash of a tuple of ints is the same
+    in every process and run (a str's is not)."""
+    return hash((seed, process, step, stream))
+
+
 def batches(n, batch_size, seed, after_step=0):
     """The example indices of each step's batch from step after_step + 1 on: a new random order every
     epoch, an incomplete last batch dropped. A function of the seed alone, so a resumed run and a run on

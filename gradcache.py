@@ -4,7 +4,7 @@ Zhang, Han & Callan 2021, "Scaling deep contrastive learning batch size under me
 In-batch negatives make the batch size part of the method (eq. 1 and 5; Appendix A goes up to 512), and the
 loss ties every example to every other one, so the batch cannot be cut into pieces whose gradients add up,
 as in gradient accumulation. But the loss reaches the encoder only through the embeddings z:
-dL/dθ = Σ_i dL/dz_i · dz_i/dθ. So, as train.update's plain step computes it, but in three steps:
+dL/dθ = Σ_i dL/dz_i · dz_i/dθ. So, as train.Trainer.step's plain step computes it, but in three steps:
   1. embed the batch K examples at a time without autograd: no activations are kept;
   2. the contrastive loss of all N embeddings (every in-batch negative) and its gradient dL/dz, N x d numbers;
   3. embed each chunk again, with autograd, and backpropagate its rows of dL/dz into the encoder.

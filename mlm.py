@@ -26,6 +26,7 @@ from torch import nn
 
 from bert import ACTIVATIONS
 from checkpoint import read_weights, weights_file
+from data import MLM_MASKS, step_seed
 
 MLM_PROBABILITY = 0.15  # the authors' --mlm_probability (BERT's 15%)
 IGNORE = -100  # the label of a token that is not predicted (cross_entropy's ignore_index)
@@ -100,13 +101,10 @@ class MaskedLM:
         self.seed, self.rank = seed, rank
 
     def masks(self, batch, step):
-        """(masked copy, labels) of the whole batch's input_ids. Its masks are a function of (seed, process,
-        step) like the dropout masks (train.py), but drawn from a generator of their own: the views' dropout
-        masks are the same with and without --do-mlm, and everything is the same again on resume."""
+        """(masked copy, labels) of the whole batch's input_ids, drawn from a stream of their own
+        (data.step_seed): the views' dropout masks are the same with and without --do-mlm."""
         ids = batch["input_ids"]
-        # not the dropout's hash((seed, rank, step)): other draws
-        seed = hash((self.seed, self.rank, step, 1))
-        generator = torch.Generator(ids.device).manual_seed(seed)
+        generator = torch.Generator(ids.device).manual_seed(step_seed(self.seed, self.rank, step, MLM_MASKS))
         return mask_tokens(ids, *self.tokens, generator)
 
     def predictions(self, model, batch, masked, labels):

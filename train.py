@@ -28,7 +28,8 @@ from tokenizer import load_tokenizer
 
 def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=False, compile=None,
           transfer=False):
-    """Returns {"log": evaluation records, "best": record, "test": scores} on the first process, else None."""
+    """Returns {"log": evaluation records, "best": record, "test": scores, "transfer": scores} on the first
+    process, else None."""
     check(cfg)  # every flag, before any work (config.py)
     procs = Processes()  # one, or several under torchrun (distributed.py)
     run = RunFolder(cfg, resume, overwrite, procs.master)  # never clobbers a finished run (run_folder.py)
@@ -43,33 +44,19 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     model_name = cfg.model or default_model()
     model, tokenizer = BertModel.from_pretrained(model_name), load_tokenizer(model_name)
     check_max_length(cfg, tokenizer, model)
-    model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
-    torch.manual_seed(cfg.seed)
-    if cfg.pooler == "cls":
-        simcse.reset_mlp(model)  # a new MLP over [CLS] (section 3)
-    else:
-        model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: it is not trained
-    fast = Speed(procs.device, compile, cfg.precision)  # bf16, packed tokens, compile: where they pay
-    mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank) if cfg.do_mlm else None
-    # --augment mlm:K: the words predicted by a frozen copy of the starting checkpoint's MLM (augment.py)
-    fill = MaskedLMFill(model_name, procs.device) if (cfg.augment or "").startswith("mlm:") else None
-    model.to(procs.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=True)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)  # linear to 0
-    state = run.start(model, optimizer, schedule, (train_path, len(examples)), dev.source)  # or --resume's
-    step_model = procs.wrap(fast.prepare(model))  # the same network, faster (speed.py); DDP under torchrun
-    guard = NonFiniteGuard(optimizer, procs.device, procs, run.nonfinite(), fast.check_every)  # guard.py
+    trainer = Trainer(cfg, model, tokenizer, model_name, procs, total_steps, compile)
+    state = run.start(model, trainer.optimizer, trainer.schedule, (train_path, len(examples)), dev.source)
+    trainer.guard.nonfinite += run.nonfinite()  # updates skipped before a --resume
     procs.print(f"{len(examples)} examples from {train_path} ({skipped} blank lines or rows skipped); "
                 f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
                 f"model {model_name} on {procs.device}; evaluating with {pooler}")
 
     def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
-        loss = guard.mean_loss()
+        loss = trainer.guard.mean_loss()
         if procs.master:
             run.save(step, loss, eval_sts.dev_metrics(model, tokenizer, dev, pooler),
-                     int(guard.nonfinite.item()), model, tokenizer, optimizer, schedule)  # log, best/, last/
+                     int(trainer.guard.nonfinite.item()), model, tokenizer, trainer.optimizer,
+                     trainer.schedule)  # log, best/, last/
         procs.wait()
 
     if not state["log"]:
@@ -77,32 +64,63 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         evaluate_dev(0)
     batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])
     bar = tqdm(range(state["step"] + 1, total_steps + 1), "train", disable=not (progress and procs.master))
-    step_model.train()
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
-        sentences = [examples[i][k] for k in range(n_views) for i in rows]  # view by view
-        if cfg.augment:  # Table 1
-            sentences = augment_batch(sentences, cfg, procs.rank, step, fill)
-        batch = tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
-        batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
-        torch.manual_seed(hash((cfg.seed, procs.rank, step)))  # new masks each step, the same on resume
-        optimizer.zero_grad(set_to_none=True)
-        if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
-            loss = cached_backward(step_model, batch, n_views, cfg, procs.gather, fast.autocast, mlm, step)
-        else:
-            with fast.autocast():  # bf16 where it pays (speed.py)
-                loss = simcse.loss(step_model, batch, n_views, cfg, procs.gather, mlm, step)  # eq. 1 or 5
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the authors' Trainer
-        guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
-        optimizer.step()
-        schedule.step()
+        trainer.step([examples[i][k] for k in range(n_views) for i in rows], n_views, step)  # view by view
         if step % cfg.eval_steps == 0 or step == total_steps:
             evaluate_dev(step)
             bar.set_postfix(dev=f"{state['log'][-1]['stsb_dev']:.2f}") if procs.master else None
     procs.end()
     if procs.master:
         return test_best(run, tokenizer, pooler, procs.device, test, transfer, progress)
+
+
+class Trainer:
+    """One process's training: the model with SimCSE's new MLP, AdamW and its schedule, and `step`, the update
+    of one batch, which train() runs every step and bench.py times."""
+
+    def __init__(self, cfg, model, tokenizer, model_name, procs, total_steps, compile=None):
+        self.cfg, self.model, self.tokenizer, self.procs = cfg, model, tokenizer, procs
+        model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
+        torch.manual_seed(cfg.seed)
+        if cfg.pooler == "cls":
+            simcse.reset_mlp(model)  # a new MLP over [CLS] (section 3)
+        else:
+            model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: not trained
+        self.fast = Speed(procs.device, compile, cfg.precision)  # bf16 and compile where they pay (speed.py)
+        self.mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank) if cfg.do_mlm else None
+        # --augment mlm:K: the words predicted by a frozen copy of the starting checkpoint's MLM (augment.py)
+        self.fill = MaskedLMFill(model_name, procs.device) if (cfg.augment or "").startswith("mlm:") else None
+        model.to(procs.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0, fused=True)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1 - s / total_steps)
+        self.step_model = procs.wrap(self.fast.prepare(model))  # compiled on a GPU; DDP under torchrun
+        self.guard = NonFiniteGuard(self.optimizer, procs.device, procs, 0, self.fast.check_every)  # guard.py
+        self.step_model.train()
+
+    def step(self, sentences, n_views, step):
+        """One update on this process's sentences of a step's batch, view by view (n_views blocks)."""
+        cfg, procs = self.cfg, self.procs
+        if cfg.augment:  # Table 1
+            sentences = augment_batch(sentences, cfg, procs.rank, step, self.fill)
+        batch = self.tokenizer(sentences, cfg.max_length, self.fast.fixed_shapes)
+        batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
+        torch.manual_seed(data.step_seed(cfg.seed, procs.rank, step, data.DROPOUT))  # the step's masks
+        self.optimizer.zero_grad(set_to_none=True)
+        if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
+            loss = cached_backward(self.step_model, batch, n_views, cfg, procs.gather, self.fast.autocast,
+                                   self.mlm, step)
+        else:  # eq. 1 or 5 over the whole batch (+ the MLM term), bf16 where it pays (speed.py)
+            with self.fast.autocast():
+                loss = simcse.loss(self.step_model, batch, n_views, cfg, procs.gather, self.mlm, step)
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)  # as the authors' Trainer
+        self.guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
+        self.optimizer.step()
+        self.schedule.step()
+        return loss
 
 
 def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progress=True):

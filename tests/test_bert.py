@@ -9,7 +9,6 @@ import transformers
 
 from bert import BertConfig, BertModel
 from checkpoint import read_config
-from speed import PackedBert
 from tokenizer import load_tokenizer
 
 SENTENCES = [
@@ -64,31 +63,32 @@ def test_parity_with_transformers(checkpoint, tiny_dir, minilm_dir, batch):
     assert_same_outputs(BertModel.from_pretrained(path), transformers.BertModel.from_pretrained(path), batch)
 
 
-def test_packed_tokens_neither_change_real_tokens_nor_leak(minilm_dir, batch):
-    """speed.PackedBert, what training runs on a CPU: the real tokens only, padding up to a multiple of 64."""
-    model = PackedBert(BertModel.from_pretrained(minilm_dir))
-    padded = outputs(model, batch)
+def test_training_on_a_cpu_runs_the_real_tokens_only_and_changes_none(minilm_dir, batch):
+    """In training on a CPU, BertModel.forward packs the real tokens (bert.Tokens), padding up to a multiple
+    of 64: each sentence's outputs are as computed alone, unpadded, and nothing leaks from the padding."""
+    model = BertModel.from_pretrained(minilm_dir)
+    model.set_dropout(0.0)
+    packed = outputs(model, batch, train=True)
     real = batch["attention_mask"].bool()
-    computed = sum((h != 0).any(-1) for h in padded.hidden_states).bool()  # the packed positions
+    computed = sum((h != 0).any(-1) for h in packed.hidden_states).bool()  # the positions that were rows
     assert (computed | ~real).all() and int(computed.sum()) % 64 == 0  # every real one, padding up to 64k
-    assert computed.sum() < real.sum() + 64 and all(h.isfinite().all() for h in padded.hidden_states)
-    for i in range(len(SENTENCES)):  # each sentence alone, unpadded
+    assert computed.sum() < real.sum() + 64 and all(h.isfinite().all() for h in packed.hidden_states)
+    for i in range(len(SENTENCES)):  # each sentence alone, unpadded, in eval mode: every position a row
         n = int(real[i].sum())
         alone = outputs(model, {k: v[i:i + 1, :n] for k, v in batch.items()})
-        assert (alone.last_hidden_state[0] - padded.last_hidden_state[i, :n]).abs().max() < 1e-5
+        assert (alone.last_hidden_state[0] - packed.last_hidden_state[i, :n]).abs().max() < 1e-5
 
 
-def test_packing_changes_no_gradient(minilm_dir, batch):
-    """speed.PackedBert (the real tokens, padding up to a multiple of 64, attention written out) or bert.py
-    (every position, as transformers computes it): the same training loss and gradient for every weight."""
+def test_the_training_branches_change_no_gradient(minilm_dir, batch):
+    """Training on a CPU (packed tokens, attention written out) or evaluation's path (every position, the
+    fused attention kernel, as transformers computes it): one loss and gradient of every weight at p 0."""
     from simcse import contrastive_loss, embed_views
     results = []
-    for pack in (True, False):
+    for training in (True, False):
         model = BertModel.from_pretrained(minilm_dir)
         model.set_dropout(0.0)
         two_views = {k: torch.cat([v, v]) for k, v in batch.items()}
-        step_model = PackedBert(model) if pack else model
-        loss = contrastive_loss(embed_views(step_model.train(), two_views, 2, "avg"))
+        loss = contrastive_loss(embed_views(model.train(training), two_views, 2, "avg"))
         loss.backward()
         results.append((loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
     (packed, g), (full, h) = results
@@ -109,7 +109,8 @@ def test_dropout_is_the_only_randomness(tiny_dir, batch):
     model.set_dropout(0.0)  # changed after loading: takes effect in every dropout site
     a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)
     assert torch.equal(a.last_hidden_state, b.last_hidden_state)  # nothing else draws random numbers
-    assert (a.last_hidden_state - outputs(model, batch).last_hidden_state).abs().max() < 1e-5  # = eval mode
+    real = batch["attention_mask"].bool()  # training on a CPU computes the real tokens only
+    assert (a.last_hidden_state - outputs(model, batch).last_hidden_state)[real].abs().max() < 1e-5  # = eval
 
     model.set_dropout(0.5)
     a, b = outputs(model, batch, train=True), outputs(model, batch, train=True)

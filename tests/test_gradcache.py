@@ -38,7 +38,7 @@ def setup(folder, n_views, dropout, pooler="cls", do_mlm=False):
         model.pooler.requires_grad_(False)  # as train.py: unused, untrained
     fast = Speed(torch.device("cpu"), compile=False, precision="fp32")
     mlm = MaskedLM(model, tokenizer, folder, 42, 0) if do_mlm else None
-    model = fast.prepare(model).train()  # real tokens only, FastDropout
+    model = fast.prepare(model).train()  # FastDropout; bert.py packs the real tokens
     rng = random.Random(0)
     n_sentences = N if n_views == 2 else 3 * N
     sentences = [" ".join(rng.choices(WORDS, k=rng.randint(2, 14))) for _ in range(n_sentences)]

@@ -18,6 +18,7 @@ from checkpoint import read_safetensors
 from config import TrainConfig, check, parse_args
 from data import REPO
 from mlm import IGNORE, MaskedLM, load_head, mask_tokens
+import data
 import simcse
 from simcse import reset_mlp
 from speed import Speed
@@ -188,7 +189,8 @@ def test_loss_and_gradients_equal_the_authors_cl_forward(family, n_views):
         for ours_name, their_name in names.items():
             theirs[their_name].weight.copy_(getattr(mlm.head, ours_name).weight)
             theirs[their_name].bias.copy_(getattr(mlm.head, ours_name).bias)
-    masked, labels = our_mask(tokenizer, batch["input_ids"], hash((cfg.seed, 0, step, 1)))  # the step's draw
+    step_seed = data.step_seed(cfg.seed, 0, step, data.MLM_MASKS)  # the step's draw
+    masked, labels = our_mask(tokenizer, batch["input_ids"], step_seed)
     their_layout = lambda t: t.view(n_views, len(examples), -1).transpose(0, 1).contiguous()  # (bs, views, L)
     their_batch = {k: their_layout(v) for k, v in batch.items() if not (roberta and k == "token_type_ids")}
     their_params = dict(encoder.named_parameters(), **{"pooler." + k: v for k, v in mlp.named_parameters()},

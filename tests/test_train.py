@@ -88,7 +88,7 @@ def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
     """What train.py runs on a GPU (torch.compile, every batch padded to max_length, no packing) keeps dropout
     the augmentation: two views differ, two steps differ, the same step's seed repeats, p = 0 gives equal
     views."""
-    dropout_seed = lambda seed, rank, step: hash((seed, rank, step))  # as train.py seeds each step
+    dropout_seed = lambda seed, rank, step: data.step_seed(seed, rank, step, data.DROPOUT)  # as train.py
     tokenizer = load_tokenizer(minilm_dir)
     batch = tokenizer(["A man is playing a guitar.", "Two dogs run through a field."] * 2, 32,
                       pad_to_max_length=True)
@@ -319,3 +319,41 @@ def test_fixed_mask_with_triplets_is_a_one_line_error(tmp_path, data_root):
     assert (run.returncode == 1 and "\n" not in message and "--fixed-mask" in message
             and "3 columns" in message)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("path", ["cpu", "gpu's, on a cpu"])
+def test_what_trains_is_bert_py_as_written(path, tiny_checkpoint, data_root, tmp_path, monkeypatch):
+    """BertModel.forward, BertLayer.forward and BertSelfAttention.forward of bert.py run in training mode at
+    every step of train.py: on a CPU's path, and on a GPU's (every batch padded to max_length) as far as it
+    runs on a CPU. A student's edit of bert.py is what trains."""
+    import bert
+    import speed
+    import train as train_module
+    calls, now = [], {"step": None}
+    for cls in (bert.BertModel, bert.BertLayer, bert.BertSelfAttention):
+        def spy(self, *args, _forward=cls.forward, _name=cls.__name__, **kwargs):
+            if self.training:
+                calls.append((now["step"], _name))
+            return _forward(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward", spy)
+    step = train_module.Trainer.step
+
+    def counted(self, sentences, n_views, s):
+        now["step"] = s
+        return step(self, sentences, n_views, s)
+    monkeypatch.setattr(train_module.Trainer, "step", counted)
+    if path != "cpu":
+        init = speed.Speed.__init__
+
+        def gpu_like(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            self.fixed_shapes = True  # as on a GPU (its compile aside)
+        monkeypatch.setattr(speed.Speed, "__init__", gpu_like)
+    cfg = TrainConfig(model=tiny_checkpoint, max_steps=3, eval_steps=3, batch_size=8,
+                      output_dir=str(tmp_path), data_dir=str(data_root))
+    train(cfg, progress=False, test=False)
+    for s in (1, 2, 3):
+        names = [name for at, name in calls if at == s]
+        counts = [names.count(n) for n in ("BertModel", "BertLayer", "BertSelfAttention")]
+        assert counts == [1, 2, 2]  # one forward pass of both views, through the tiny BERT's 2 layers
+    assert all(at is not None for at, _ in calls)  # nothing else runs in training mode
