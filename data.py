@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import senteval
-from download import DATA_DIR_ENV, GET_DATA_HELP, HUB_FILES, fetch_file, hub_download, unpack_senteval
+from download import DATA_DIR_ENV, GET_DATA_HELP, HUB_FILES, fetch_file, hub_download, require, unpack_senteval
 from files import DataError, read_lines, read_text
 
 REPO = Path(__file__).resolve().parent
@@ -34,12 +34,6 @@ def data_dir(path=None) -> Path:
     if path or os.environ.get(DATA_DIR_ENV):
         return Path(path or os.environ[DATA_DIR_ENV])
     return next((d for d in DEFAULT_DATA_DIRS if d.is_dir()), DEFAULT_DATA_DIRS[0])
-
-
-def require(path: Path) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found. {GET_DATA_HELP}")
-    return path
 
 
 # --- SentEval's tasks, from the data folder ------------------------------------------------------

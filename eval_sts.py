@@ -16,46 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
-from tqdm.auto import tqdm
 
 import data
-from bert import BertModel
-from checkpoint import check_model, checkpoint_file, checkpoint_pooler, default_model
-from cli import add_data_dir_flag, add_model_flags, add_precision_flag, command_errors
+from checkpoint import default_model
+from cli import add_common_flags, command_errors, device
 from senteval import STS_TASKS, STS_YEARS, STSPairs
-from simcse import alignment, pool, uniformity
-from speed import autocast, autocast_dtype
-from tokenizer import load_tokenizer
-
-
-@torch.inference_mode()
-def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length=None, progress=False,
-           chunk=32768, precision="fp32"):
-    """Embeddings (len(sentences), hidden) in eval mode. Each distinct sentence is encoded once, in batches
-    of sentences of similar length (little padding), tokenised `chunk` sentences at a time (bounded
-    memory)."""
-    model_was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    dtype = autocast_dtype(device, precision)  # fp32 by default: the numbers SentEval gives
-    unique = list(dict.fromkeys(sentences))
-    embeddings = torch.empty(len(unique), model.config.hidden_size)
-    bar = tqdm(total=len(unique), desc="encode", disable=not progress, leave=False)
-    for first in range(0, len(unique), chunk):
-        tokens = tokenizer(unique[first:first + chunk], max_length=max_length)  # padded to the longest
-        lengths = tokens["attention_mask"].sum(1)
-        order = torch.argsort(lengths, descending=True, stable=True)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = {k: v[idx, :int(lengths[idx].max())].to(device) for k, v in tokens.items()}  # cut padding
-            with autocast(device, dtype):
-                out = model(**batch, output_hidden_states=pooler.startswith("avg"))
-            embeddings[first + idx] = pool(out, batch["attention_mask"], pooler).float().cpu()
-            bar.update(len(idx))
-    bar.close()
-    model.train(model_was_training)
-    position = {s: i for i, s in enumerate(unique)}
-    return embeddings[[position[s] for s in sentences]]
+from simcse import alignment, uniformity
+from tool import encode, load_for_evaluation
 
 
 def splits_to_score(task, mode):
@@ -130,18 +97,6 @@ def dev_metrics(model, tokenizer, dev: STSPairs, pooler):
             "align": alignment(a[positive], b[positive]), "uniform": uniformity(z)}
 
 
-def load_for_evaluation(model_name, pooler=None, device="cpu"):
-    """(model, tokenizer, pooler) for the evaluation scripts; without a pooler, the checkpoint's own. Says
-    which."""
-    check_model(model_name)  # "not found" at once
-    source = ("--pooler" if pooler else "the checkpoint's own, train_config.json"
-              if checkpoint_file(model_name, "train_config.json", required=False)
-              else "no train_config.json: cls, as the authors' tool; see --pooler")
-    pooler = pooler or checkpoint_pooler(model_name)
-    print(f"pooler {pooler} ({source})")
-    return BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name), pooler
-
-
 def format_table(scores):
     names = [("Avg." if k == "Avg" else k) for k in scores]
     cells = [f"{v:.2f}" for v in scores.values()]
@@ -154,25 +109,22 @@ def format_table(scores):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(parser)
+    add_common_flags(parser)
     parser.add_argument("--mode", default="test", choices=["test", "dev"],
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
     parser.add_argument("--tasks", nargs="+", choices=STS_TASKS,
                         help="a subset of the tasks (default: all of the mode's)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    add_data_dir_flag(parser)
     parser.add_argument("--batch-size", type=int, default=128,
                         help="sentences per forward pass (default: 128)")
     parser.add_argument("--subsets", action="store_true", help="also print each STS12-16 subset")
-    add_precision_flag(parser)
     args = parser.parse_args()
 
     model_name = args.model or default_model()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     with command_errors():
         if args.batch_size < 1:
             raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
-        model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device)
+        model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device())
         start = time.perf_counter()
         results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
                            progress=True, precision=args.precision)

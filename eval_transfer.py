@@ -29,8 +29,9 @@ import torch
 
 import data
 from checkpoint import default_model
-from cli import add_data_dir_flag, add_model_flags, command_errors
-from eval_sts import encode, format_table, load_for_evaluation
+from cli import add_common_flags, command_errors, device
+from eval_sts import format_table
+from tool import encode, load_for_evaluation
 from senteval import BINARY_FILES, TRANSFER_TASKS, Labelled
 
 TASKS = TRANSFER_TASKS
@@ -428,11 +429,10 @@ def evaluate(model, tokenizer, pooler="cls", tasks=None, data_dir=None, batch_si
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(parser)
+    add_common_flags(parser, precision=False)
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"some of the tasks: {' '.join(TASKS)} (default: all seven)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    add_data_dir_flag(parser)
     parser.add_argument("--batch-size", type=int, default=128,
                         help="sentences per forward pass (default: 128)")
     parser.add_argument("--seed", type=int, default=SEED,
@@ -440,11 +440,10 @@ def main():
     args = parser.parse_args()
 
     model_name = args.model or default_model()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     with command_errors():
         load_tasks(args.tasks or TASKS, args.data_dir)  # a bad task name or a missing file: before the model
-        model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device)
+        model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device())
         results = evaluate(model, tokenizer, pooler, args.tasks, args.data_dir, args.batch_size,
                            progress=True, seed=args.seed)
     seconds = time.perf_counter() - start

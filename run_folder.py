@@ -35,7 +35,8 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import read_weights, save_sentence_transformers, write_safetensors
+from checkpoint import read_weights, write_safetensors
+from st_files import save_sentence_transformers
 from config import experiment
 from files import disk_full, fill_file, write_file
 from simcse import embedding_pooler

@@ -5,7 +5,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from download import GET_DATA_HELP
+from download import require
 from files import DataError, read_lines
 
 # --- STS evaluation sets ------------------------------------------------------------------------
@@ -39,12 +39,6 @@ STS_YEARS = {
     "STS15": ["answers-forums", "answers-students", "belief", "headlines", "images"],
     "STS16": ["answer-answer", "headlines", "plagiarism", "postediting", "question-question"],
 }
-
-
-def require(path: Path) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found. {GET_DATA_HELP}")
-    return path
 
 
 def read_sts_subset(folder: Path, subset: str) -> STSPairs:
@@ -159,11 +153,8 @@ class Labelled:
 
 
 def require_transfer(path: Path, task: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: not found; {task} is one of SentEval's transfer tasks, which come in the authors' "
-            f"senteval.tar beside STS/ (as {path.parent.name}/). {GET_DATA_HELP}")
-    return path
+    return require(path, f"; {task} is one of SentEval's transfer tasks, which come in the authors' "
+                         f"senteval.tar beside STS/ (as {path.parent.name}/)")
 
 
 def read_latin1_lines(path: Path, universal_newlines=False):

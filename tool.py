@@ -1,5 +1,6 @@
-"""Using a trained SimCSE model: the authors' tool (their simcse/tool.py: encode, similarity, search) and its
-command line.
+"""Using a trained SimCSE model: its sentence embeddings (`encode`, which every command of this project
+uses, and the embedding a checkpoint was trained for), the authors' tool (their simcse/tool.py: encode,
+similarity, search) and its command line.
 
     python tool.py encode --model runs/quick/best --input sentences.txt --output embeddings.npy
     python tool.py search --model runs/quick/best --corpus sentences.txt --query "A man plays a guitar."
@@ -8,20 +9,77 @@ command line.
 with it on PYTHONPATH.
 """
 import argparse
+import json
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 import data
 from bert import BertModel
-from checkpoint import check_model, checkpoint_pooler
-from cli import add_model_flags, add_precision_flag, command_errors
-from eval_sts import encode
-from simcse import POOLERS
-from speed import autocast_dtype
+from checkpoint import check_model, checkpoint_file
+from cli import add_common_flags, command_errors
+from cli import device as cli_device
+from simcse import POOLERS, embedding_pooler, pool
+from speed import autocast, autocast_dtype
 from tokenizer import load_tokenizer
+
+# --- A model's sentence embeddings: every command encodes with these ---------------------------------
+
+@torch.inference_mode()
+def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length=None, progress=False,
+           chunk=32768, precision="fp32"):
+    """Embeddings (len(sentences), hidden) in eval mode. Each distinct sentence is encoded once, in batches
+    of sentences of similar length (little padding), tokenised `chunk` sentences at a time (bounded
+    memory)."""
+    model_was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, precision)  # fp32 by default: the numbers SentEval gives
+    unique = list(dict.fromkeys(sentences))
+    embeddings = torch.empty(len(unique), model.config.hidden_size)
+    bar = tqdm(total=len(unique), desc="encode", disable=not progress, leave=False)
+    for first in range(0, len(unique), chunk):
+        tokens = tokenizer(unique[first:first + chunk], max_length=max_length)  # padded to the longest
+        lengths = tokens["attention_mask"].sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = {k: v[idx, :int(lengths[idx].max())].to(device) for k, v in tokens.items()}  # cut padding
+            with autocast(device, dtype):
+                out = model(**batch, output_hidden_states=pooler.startswith("avg"))
+            embeddings[first + idx] = pool(out, batch["attention_mask"], pooler).float().cpu()
+            bar.update(len(idx))
+    bar.close()
+    model.train(model_was_training)
+    position = {s: i for i, s in enumerate(unique)}
+    return embeddings[[position[s] for s in sentences]]
+
+
+def checkpoint_pooler(model_name_or_path):
+    """The embedding a checkpoint was trained for, from its train_config.json; "cls" without one, as the
+    authors' tool, whose checkpoints keep the MLP there."""
+    path = checkpoint_file(model_name_or_path, "train_config.json", required=False)
+    if path is None:
+        return "cls"
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    return embedding_pooler(cfg.get("pooler", "cls"), cfg.get("mlp_only_train", False))
+
+
+def load_for_evaluation(model_name, pooler=None, device="cpu"):
+    """(model, tokenizer, pooler) for the evaluation scripts; without a pooler, the checkpoint's own. Says
+    which."""
+    check_model(model_name)  # "not found" at once
+    source = ("--pooler" if pooler else "the checkpoint's own, train_config.json"
+              if checkpoint_file(model_name, "train_config.json", required=False)
+              else "no train_config.json: cls, as the authors' tool; see --pooler")
+    pooler = pooler or checkpoint_pooler(model_name)
+    print(f"pooler {pooler} ({source})")
+    return BertModel.from_pretrained(model_name).to(device), load_tokenizer(model_name), pooler
+
 
 # --- Using a trained model: the authors' SimCSE tool (simcse/tool.py) -----------------------------
 
@@ -50,7 +108,7 @@ class SimCSE:
         if pooler is not None and pooler not in POOLERS:
             raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
         check_model(model_name_or_path)  # "not found" at once, before any loading
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or str(cli_device())
         autocast_dtype(torch.device(self.device), precision)  # a precision this hardware has
         self.pooler = pooler or checkpoint_pooler(model_name_or_path)
         self.tokenizer = load_tokenizer(model_name_or_path)
@@ -150,9 +208,8 @@ def main(argv=None):
     search.add_argument("--threshold", type=float, default=0.6,
                         help="least cosine similarity shown (default: 0.6)")
     for p in (enc, search):
-        add_model_flags(p, required=True)
+        add_common_flags(p, model="required", data_dir=False)
         p.add_argument("--batch-size", type=int, default=64)
-        add_precision_flag(p)
     args = parser.parse_args(argv)
     with command_errors():  # every input is checked before the model is loaded
         if args.batch_size < 1 or (args.command == "search" and args.top_k < 1):

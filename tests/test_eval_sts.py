@@ -172,7 +172,7 @@ def test_scores_match_independent_computation(minilm_dir, data_root, poolers):
 
 def test_all_poolers_agree_with_transformers_on_a_batch(minilm_dir):
     """The five poolers on one padded batch equal the definitions applied to transformers' outputs."""
-    from eval_sts import encode
+    from tool import encode
     from simcse import POOLERS
     sentences = ["A man is playing a guitar.", "A woman slices an onion on a wooden board in the kitchen.",
                  "Hi."]
@@ -275,7 +275,7 @@ def test_a_trained_checkpoint_is_scored_with_its_own_pooler(tiny_checkpoint, dat
 
 
 def test_encode_tokenises_in_chunks_with_the_same_embeddings(minilm_dir, data_root):
-    from eval_sts import encode
+    from tool import encode
     model, tokenizer = BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
     sentences = data.load_sts("STSBenchmark", data_root)["dev"].sent1[:40]
     calls = []

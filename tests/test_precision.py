@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import speed
 from bert import BertModel
-from eval_sts import encode
+from tool import encode
 from tokenizer import load_tokenizer
 
 CPU = torch.device("cpu")

@@ -14,9 +14,9 @@ import config
 import train
 from bert import BertConfig, BertModel
 from tokenizer import load_tokenizer
-from eval_sts import encode
+from tool import encode
 from simcse import POOLERS
-from checkpoint import save_sentence_transformers
+from st_files import save_sentence_transformers
 from tool import SimCSE
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "The market fell.",
