@@ -12,8 +12,8 @@ drawn as the paper's Figure 2). Unsupervised rows start from train.py's preset `
 `quick-sup`; each row adds its flags (`python ablate.py TABLE --list` prints them). Table 1's augmentations
 change both views, each with its own draw (train.py --augment-views 2, recorded in each run's run.json).
 
-Each run is a run of train.py with --no-test, in its own folder <output-dir>/<row>/seed-<seed> (sweep.py's
-runner): interrupted and started again, the command skips finished runs and resumes the interrupted one. A
+Each run is a run of train.py with --no-test, in its own folder <output-dir>/<row>/seed-<seed> (the runner in
+grid.py): interrupted and started again, the command skips finished runs and resumes the interrupted one. A
 row whose resource is missing (WordNet, an MLM head, neutral hypotheses) is reported as not run, with what
 it needs. It writes <output-dir>/TABLE.md (setting | paper | ours mean ± std [min, max] | n | difference to
 the table's default row), TABLE.json (every run and every number) and TABLE.png, and says the wall time.
@@ -29,12 +29,12 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
-import augment
-import config
+from extras import augment
+from infra import config
 import data
-import sweep
-from cli import add_common_flags, command_errors
-from files import write_file
+from experiments import grid
+from infra.cli import add_common_flags, command_errors
+from formats.files import write_file
 
 Row = namedtuple("Row", "label flags paper why_not", defaults=(None,))  # paper: STS-B dev x100, BERT-base
 UNSUP, SUP = "--preset quick", "--preset quick-sup"  # train.py's CPU-sized presets (config.PRESETS)
@@ -130,7 +130,7 @@ def default_name(table, section):
 def estimate(plan):
     """Seconds for the runs not done, at a bf16 step of 64 sentences in STEP_SECONDS (three views: 15%
     more), an STS-B dev evaluation and its checkpoints in EVAL_SECONDS, loading in RUN_SECONDS: the packaged
-    MiniLM on a 2-core CPU with AMX (README, bench.py train). Other models and machines: scale it."""
+    MiniLM on a 2-core CPU with AMX (`python -m bench train`). Other models and machines: scale it."""
     total = 0.0
     for _, _, _, cfg, _, done in plan:
         views = 1.15 if cfg.train_file.endswith(".csv") else 1.0
@@ -167,8 +167,8 @@ def write_report(out, table, listed, runs, summary, command, wall):
     spec = TABLES[table]
     report_rows = []
     for section, _, row, name, why_not in listed:
-        ours = summary.get(name, {}).get("stsb_dev", sweep.summarize([]))
-        base = summary.get(default_name(table, section), {}).get("stsb_dev", sweep.summarize([]))
+        ours = summary.get(name, {}).get("stsb_dev", grid.summarize([]))
+        base = summary.get(default_name(table, section), {}).get("stsb_dev", grid.summarize([]))
         paper_base = next(r.paper for _, _, r, n, _ in listed if n == default_name(table, section))
         report_rows.append({
             "section": section, "label": row.label, "name": name, "paper": row.paper,
@@ -191,7 +191,7 @@ def write_report(out, table, listed, runs, summary, command, wall):
         label = f"{r['section']}: {r['label']}" if r["section"] else r["label"]
         label = f"**{label}** (default)" if r["default"] else label
         flags = f"`{r['flags']}`" if r["flags"] else ("(none)" if r["flags"] == "" else "—")
-        ours = f"not run: {r['not_run']}" if r["not_run"] else sweep.cell(r["ours"])
+        ours = f"not run: {r['not_run']}" if r["not_run"] else grid.cell(r["ours"])
         diff = "" if r["default"] else (f"{number(r['diff_to_default'], '+')} "
                                         f"({number(r['paper_diff_to_default'], '+')})")
         lines.append(f"| {label} | {flags} | {number(r['paper'])} | {ours} | {r['ours']['n']} | {diff} |")
@@ -247,8 +247,44 @@ def plot(out, table, report_rows, runs, trajectories):
     plt.close(fig)
 
 
+SWEEP_HELP = """Seed sweeps: a grid of settings x seeds of train.py, summarised as mean +- std.
+
+    python ablate.py sweep --seeds 1 2 3 --settings "--dropout 0" "--dropout 0.1 --fixed-mask" \\
+        --output-dir runs/p --max-steps 40 --batch-size 32 --no-test
+
+A setting is a string of train.py flags; every other flag (here --max-steps, --batch-size, --no-test) is
+passed to every run. It writes <output-dir>/sweep.json (every run's numbers and, per setting, n, mean, sample
+std, min and max of the best STS-B dev score after training -- step 0 not counted -- and of the seven-task
+test average), sweep.md (the table) and sweep.png."""
+
+
+def sweep(argv):
+    parser = argparse.ArgumentParser(prog="ablate.py sweep", description=SWEEP_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds of each setting")
+    parser.add_argument("--settings", nargs="+", default=[""], metavar="FLAGS",
+                        help='one string of train.py flags per setting, e.g. "--dropout 0.1 --fixed-mask" '
+                             '(a lone flag needs a space: " --fixed-mask")')
+    parser.add_argument("--output-dir", required=True,
+                        help="the sweep's folder; each run gets a folder inside")
+    args, common = parser.parse_known_args(argv)
+    out = Path(args.output_dir)
+    if len(set(map(grid.folder_name, args.settings))) < len(args.settings):
+        raise SystemExit("error: two settings give the same folder name; make them differ")
+    plan = grid.plan_grid(out, [(s, grid.folder_name(s), s) for s in args.settings], args.seeds, common)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python ablate.py sweep " + shlex.join(argv)
+    report = lambda runs, summary: grid.write_report(out, args.settings, runs, summary, command)
+    print(report(*grid.run_grid(plan, args.settings, report)))  # a report after every run, and the table
+    print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
+
+
 def main(argv=None):
-    defaults = "laptop defaults (--batch-size 64):" + "".join(
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # any settings x seeds
+        return sweep(argv[1:])
+    defaults = ("python ablate.py sweep --help: a sweep of any settings x seeds.\n\n"
+                "laptop defaults (--batch-size 64):") + "".join(
         f"\n  {name}: --seeds {' '.join(map(str, t['seeds']))} --max-steps {t['steps']} "
         f"--eval-steps {t['eval_steps']}" for name, t in TABLES.items())
     parser = argparse.ArgumentParser(description=__doc__, epilog=defaults,
@@ -277,9 +313,9 @@ def main(argv=None):
     for flag in ("model", "precision", "data_dir"):
         if getattr(args, flag) is not None:
             common += ["--" + flag.replace("_", "-"), getattr(args, flag)]
-    settings = [(name, sweep.folder_name(name), f"{base} " + row.flags.format(pairs=out / PAIRS))
+    settings = [(name, grid.folder_name(name), f"{base} " + row.flags.format(pairs=out / PAIRS))
                 for _, base, row, name, why_not in listed if why_not is None]
-    plan = sweep.plan_grid(out, settings, args.seeds or spec["seeds"], common)  # every run checked first
+    plan = grid.plan_grid(out, settings, args.seeds or spec["seeds"], common)  # every run checked first
     left = sum(not p[-1] for p in plan)
     print(f"{table}: {len(plan)} runs ({len(plan) - left} done before), {len(listed) - len(settings)} row(s) "
           f"not run; about {estimate(plan) / 60:.0f} min for the {left} left (a guess for the packaged "
@@ -290,10 +326,10 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if any(str(out / PAIRS) in flags for _, _, flags in settings):
         write_entailment_pairs(out, args.data_dir)
-    command = "python ablate.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python ablate.py " + shlex.join(argv)
     report = lambda runs, summary: write_report(out, table, listed, runs, summary, command,
                                                 time.perf_counter() - start)
-    print(report(*sweep.run_grid(plan, [s[0] for s in settings], report)))
+    print(report(*grid.run_grid(plan, [s[0] for s in settings], report)))
     print(f"written: {out / table}.md, .json, .png in {time.perf_counter() - start:.0f} s")
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import checkpoint
+from formats import checkpoint
 
 
 @dataclass

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-import senteval
-from download import DATA_DIR_ENV, GET_DATA_HELP, HUB_FILES, fetch_file, hub_download, require, unpack_senteval
-from files import DataError, read_lines, read_text
+from formats import senteval
+from formats.download import (DATA_DIR_ENV, GET_DATA_HELP, HUB_FILES, fetch_file, hub_download, require,
+                              unpack_senteval)
+from formats.files import DataError, read_lines, read_text
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATA_DIRS = (REPO / "data", REPO.parent / "shared" / "data")

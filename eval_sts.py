@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
 import data
-from checkpoint import default_model
-from cli import add_common_flags, command_errors, device
-from senteval import STS_TASKS, STS_YEARS, STSPairs
+from formats.checkpoint import default_model
+from infra.cli import add_common_flags, command_errors, device
+from formats.senteval import STS_TASKS, STS_YEARS, STSPairs
 from simcse import alignment, uniformity
 from tool import encode, load_for_evaluation
 

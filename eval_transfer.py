@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 import data
-from checkpoint import default_model
-from cli import add_common_flags, command_errors, device
+from formats.checkpoint import default_model
+from infra.cli import add_common_flags, command_errors, device
 from eval_sts import format_table
 from tool import encode, load_for_evaluation
-from senteval import BINARY_FILES, TRANSFER_TASKS, Labelled
+from formats.senteval import BINARY_FILES, TRANSFER_TASKS, Labelled
 
 TASKS = TRANSFER_TASKS
 NCLASSES = {"TREC": 6}  # the others have 2

@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 
 import data
 from bert import BertModel
-from checkpoint import check_model, checkpoint_file
-from cli import add_common_flags, command_errors
-from cli import device as cli_device
+from formats.checkpoint import check_model, checkpoint_file
+from infra.cli import add_common_flags, command_errors
+from infra.cli import device as cli_device
 from simcse import POOLERS, embedding_pooler, pool
-from speed import autocast, autocast_dtype
-from tokenizer import load_tokenizer
+from infra.speed import autocast, autocast_dtype
+from formats.tokenizer import load_tokenizer
 
 # --- A model's sentence embeddings: every command encodes with these ---------------------------------
 

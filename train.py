@@ -12,18 +12,18 @@ import data
 import eval_sts
 import eval_transfer
 import simcse
-from augment import MaskedLMFill, augment_batch
+from extras.augment import MaskedLMFill, augment_batch
 from bert import BertModel
-from checkpoint import default_model
-from cli import command_errors
-from config import TrainConfig, check, check_examples, check_max_length, parse_args
-from distributed import Processes
-from gradcache import cached_backward
-from guard import NonFiniteGuard
-from mlm import MaskedLM
-from run_folder import RunFolder
-from speed import Speed
-from tokenizer import load_tokenizer
+from formats.checkpoint import default_model
+from infra.cli import command_errors
+from infra.config import TrainConfig, check, check_examples, check_max_length, parse_args
+from infra.distributed import Processes
+from extras.gradcache import cached_backward
+from infra.guard import NonFiniteGuard
+from extras.mlm import MaskedLM
+from infra.run_folder import RunFolder
+from infra.speed import Speed
+from formats.tokenizer import load_tokenizer
 
 
 def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=False, compile=None,
@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
 
 class Trainer:
     """One process's training: the model with SimCSE's new MLP, AdamW and its schedule, and `step`, the update
-    of one batch, which train() runs every step and bench.py times."""
+    of one batch, which train() runs every step and `python -m bench train` times."""
 
     def __init__(self, cfg, model, tokenizer, model_name, procs, total_steps, compile=None):
         self.cfg, self.model, self.tokenizer, self.procs = cfg, model, tokenizer, procs

@@ -33,7 +33,7 @@ def tiny_checkpoint(minilm_dir, tmp_path_factory):
     """A random 2-layer, 64-wide BERT with MiniLM's tokenizer, saved by transformers: runs in seconds."""
     import torch
     import transformers
-    from tokenizer import load_tokenizer
+    from formats.tokenizer import load_tokenizer
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny")
     transformers.BertModel(transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

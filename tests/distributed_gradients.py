@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bert import BertConfig, BertModel  # noqa: E402
-from distributed import GatherBatch  # noqa: E402
+from infra.distributed import GatherBatch  # noqa: E402
 from simcse import contrastive_loss, embed_views  # noqa: E402
 
 

@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 import ablate
-import sweep
+from experiments import grid
 import train
 
 # STS-B dev x100 of the paper (BERT-base), as issue 24 lists them; None: a row without a paper number.
@@ -42,10 +42,10 @@ def test_each_table_carries_the_papers_numbers():
 @pytest.mark.parametrize("table", list(PAPER))
 def test_every_row_is_valid_train_flags_or_says_why_not(table, tiny_checkpoint, tmp_path):
     listed = list(ablate.rows(table))
-    assert len({sweep.folder_name(name) for *_, name, _ in listed}) == len(listed)  # a folder each
-    settings = [(name, sweep.folder_name(name), f"{base} {row.flags.format(pairs='pairs.csv')}")
+    assert len({grid.folder_name(name) for *_, name, _ in listed}) == len(listed)  # a folder each
+    settings = [(name, grid.folder_name(name), f"{base} {row.flags.format(pairs='pairs.csv')}")
                 for _, base, row, name, why_not in listed if why_not is None]
-    plan = sweep.plan_grid(tmp_path, settings, [1], ["--model", tiny_checkpoint])  # config.check on each
+    plan = grid.plan_grid(tmp_path, settings, [1], ["--model", tiny_checkpoint])  # config.check on each
     assert len(plan) == len(settings) >= len(listed) - 2
     for _, _, row, name, why_not in listed:
         if why_not:  # what it needs, in one line
@@ -94,7 +94,7 @@ def test_not_run_rows_and_figure2_trajectories_in_the_report(tmp_path):
                for s in (0, 10)]
         (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
         runs.append({"setting": name, "seed": seed, "folder": str(folder), "stsb_dev": 60.0, "seconds": 1.0})
-    summary = {name: {"stsb_dev": sweep.summarize([r["stsb_dev"] for r in runs if r["setting"] == name])}
+    summary = {name: {"stsb_dev": grid.summarize([r["stsb_dev"] for r in runs if r["setting"] == name])}
                for name in ("unsup. SimCSE", "no dropout")}
     ablate.write_report(tmp_path, "figure2", list(ablate.rows("figure2")), runs, summary, "cmd", 2.0)
     report = json.loads((tmp_path / "figure2.json").read_text())

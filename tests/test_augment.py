@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import ablate
-import augment
-import config
+from extras import augment
+from infra import config
 import train
-from augment import MaskedLMFill
+from extras.augment import MaskedLMFill
 from bert import BertModel
 from simcse import contrastive_loss
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 
 WORDS = [f"w{i}" for i in range(10)]
 

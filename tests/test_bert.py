@@ -8,8 +8,8 @@ import torch
 import transformers
 
 from bert import BertConfig, BertModel
-from checkpoint import read_config
-from tokenizer import load_tokenizer
+from formats.checkpoint import read_config
+from formats.tokenizer import load_tokenizer
 
 SENTENCES = [
     "A man is playing a guitar.",

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 import data
-import senteval
+from formats import senteval
 import train
 
 HEAD = 300  # training lines served as the "full" wiki file: enough for a 2-step run

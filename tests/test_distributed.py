@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from checkpoint import read_safetensors
+from formats.checkpoint import read_safetensors
 from data import REPO
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

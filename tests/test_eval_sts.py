@@ -10,9 +10,9 @@ import transformers
 from scipy.stats import spearmanr
 
 import data
-import senteval
+from formats import senteval
 from bert import BertModel
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 from eval_sts import evaluate, format_table
 
 # --- Parsing, on small files written here ------------------------------------------------------
@@ -254,7 +254,7 @@ def test_a_trained_checkpoint_is_scored_with_its_own_pooler(tiny_checkpoint, dat
     training log reported it; cls for a plain BERT folder. It says which."""
     import subprocess
     import sys
-    from config import TrainConfig
+    from infra.config import TrainConfig
     from train import train
     out = tmp_path / "run"
     # unsupervised: an MLP in training only, [CLS] before it to evaluate

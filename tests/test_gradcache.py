@@ -12,18 +12,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gradcache
+from extras import gradcache
 import simcse
 from bert import BertModel
-from checkpoint import read_safetensors
-from config import TrainConfig, check, check_examples
+from formats.checkpoint import read_safetensors
+from infra.config import TrainConfig, check, check_examples
 from data import REPO
-from mlm import MaskedLM
+from extras.mlm import MaskedLM
 from simcse import contrastive_loss, embed_views
-from speed import Speed
+from infra.speed import Speed
 from test_distributed import TORCHRUN
 from test_resume import kill_and_resume, train_cli
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 
 WORDS = ("a man woman dog cat child plays runs eats sleeps the guitar field grass ball quickly slowly red "
          "blue under over house table near").split()
@@ -173,10 +173,10 @@ def test_torchrun_micro_batched_run_equals_single_process_plain_run(tiny_checkpo
 
 def test_bench_reports_the_micro_batched_steps_time_and_memory_beside_the_plain_steps(tiny_checkpoint,
                                                                                          data_root):
-    """bench.py train --micro-batch K: both steps timed in processes of their own, and the ratios of time and
-    peak memory printed. The plain step's activations are 32x a chunk's (512 sentences, 16), so the
+    """python -m bench train --micro-batch K: both steps timed in processes of their own, the ratios of time
+    and peak memory printed. The plain step's activations are 32x a chunk's (512 sentences, 16), so the
     micro-batched step's peak allocated memory is the smaller, however the 2 ms sampling falls."""
-    run = subprocess.run([sys.executable, "bench.py", "train", "--model", tiny_checkpoint, "--batch-size",
+    run = subprocess.run([sys.executable, "-m", "bench", "train", "--model", tiny_checkpoint, "--batch-size",
                           "256", "--micro-batch", "8", "--steps", "1", "--warmup", "0", "--rounds", "1",
                           "--sides", "ours-fp32", "ours-fp32-micro", "--data-dir", str(data_root)],
                          cwd=REPO, capture_output=True, text=True)

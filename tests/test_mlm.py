@@ -14,15 +14,15 @@ from transformers.models.bert.modeling_bert import BertLMPredictionHead
 from transformers.models.roberta.modeling_roberta import RobertaLMHead
 
 from bert import BertModel
-from checkpoint import read_safetensors
-from config import TrainConfig, check, parse_args
+from formats.checkpoint import read_safetensors
+from infra.config import TrainConfig, check, parse_args
 from data import REPO
-from mlm import IGNORE, MaskedLM, load_head, mask_tokens
+from extras.mlm import IGNORE, MaskedLM, load_head, mask_tokens
 import data
 import simcse
 from simcse import reset_mlp
-from speed import Speed
-from tokenizer import load_tokenizer
+from infra.speed import Speed
+from formats.tokenizer import load_tokenizer
 from train import train
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "Hello!",

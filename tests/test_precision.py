@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import speed
+from infra import speed
 from bert import BertModel
 from tool import encode
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 
 CPU = torch.device("cpu")
 

@@ -11,12 +11,12 @@ import sys
 import pytest
 import torch
 
-import run_folder
+from infra import run_folder
 import simcse
-import sweep
+import ablate
 import train
 from bert import BertConfig, BertModel
-from checkpoint import read_safetensors
+from formats.checkpoint import read_safetensors
 from data import REPO
 
 ARGS = ["--max-steps", "12", "--eval-steps", "4", "--batch-size", "8", "--no-test"]
@@ -27,7 +27,8 @@ INTERRUPT = """
 import errno, json, os, pathlib, runpy, shutil, signal, sys
 how, where, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.argv = ["train.py"] + sys.argv[4:]
-import guard, run_folder
+from infra import guard
+from infra import run_folder
 stop = lambda: os.kill(os.getpid(), {"ctrl-c": signal.SIGINT, "sigterm": signal.SIGTERM}.get(how, 9))
 saving = lambda folder: json.loads((folder.parent / "last.tmp" / "state.json").read_text())["step"]
 if where == "step-0 evaluation":
@@ -335,7 +336,7 @@ def test_sweep_statistics_and_restart(tiny_checkpoint, data_root, tmp_path, monk
             str(out), "--model", tiny_checkpoint, "--data-dir", str(data_root), "--batch-size", "8",
             "--max-steps", "3", "--eval-steps", "1",
             "--no-mlp-only-train", "--no-test"]  # the MLP, new per seed, in every score
-    sweep.main(argv)
+    ablate.sweep(argv)
     report = json.loads((out / "sweep.json").read_text())
     assert [(r["setting"], r["seed"]) for r in report["runs"]] == [
         ("--dropout 0.1", 1), ("--dropout 0.1", 2), ("--dropout 0.1 --fixed-mask", 1),
@@ -358,7 +359,7 @@ def test_sweep_statistics_and_restart(tiny_checkpoint, data_root, tmp_path, monk
     real_train = train.train
     monkeypatch.setattr(train, "train",
                         lambda cfg, **kw: calls.append((cfg.seed, kw["resume"])) or real_train(cfg, **kw))
-    sweep.main(argv)
+    ablate.sweep(argv)
     assert calls == [(2, True)]
     assert untimed(json.loads((out / "sweep.json").read_text())["runs"]) == untimed(report["runs"])
 

@@ -11,9 +11,9 @@ import transformers
 
 import data
 from bert import BertConfig, BertModel
-from config import TrainConfig
+from infra.config import TrainConfig
 from simcse import POOLERS, pool
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 from tool import SimCSE
 from train import train
 
@@ -200,7 +200,7 @@ def test_trained_roberta_checkpoint_everywhere(tiny_roberta, data_root, tmp_path
 
 
 def test_roberta_presets_are_the_authors_runs():
-    from config import parse_args
+    from infra.config import parse_args
     unsup, sup = parse_args(["--preset", "unsup-roberta"])[0], parse_args(["--preset", "sup-roberta"])[0]
     values = lambda c: (c.model, c.batch_size, c.lr, c.epochs, c.max_length, c.eval_steps, c.mlp_only_train)
     assert values(unsup) == ("roberta-base", 512, 1e-5, 1, 32, 125, True)

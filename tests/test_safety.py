@@ -91,7 +91,7 @@ PAUSED = """
 import os, pathlib, runpy, sys, time
 go = pathlib.Path(sys.argv[1])
 sys.argv = ["train.py"] + sys.argv[2:]
-import guard
+from infra import guard
 skip = guard.NonFiniteGuard.skip_if_nonfinite
 def paused(self, loss, grad_norm, step):
     while step == 2 and not go.exists():
@@ -128,8 +128,8 @@ def test_a_second_process_on_a_run_folder_is_refused_and_the_first_goes_on(finis
 
 
 def test_the_lock_names_its_holder_and_is_freed_with_it(finished, tmp_path):
-    from config import TrainConfig
-    from run_folder import RunFolder
+    from infra.config import TrainConfig
+    from infra.run_folder import RunFolder
     out, _ = finished
     cfg = TrainConfig(output_dir=str(out), max_steps=12, eval_steps=4, batch_size=8)
     with open(out / ".lock", "a+") as held:  # another process's lock (flock: per open file, even here)
@@ -159,7 +159,7 @@ def damage(folder, case):
         path, (key, value) = folder / "config.json", case.split(" ", 1)[1].split("=")
         path.write_text(json.dumps({**json.loads(path.read_text()), key: int(value)}))
     elif case == "NaN weights":
-        from checkpoint import read_safetensors, write_safetensors
+        from formats.checkpoint import read_safetensors, write_safetensors
         path = folder / "model.safetensors"
         weights = read_safetensors(str(path))
         weights["encoder.layer.1.output.dense.weight"][0, 0] = float("nan")
@@ -183,9 +183,9 @@ def test_a_damaged_file_is_one_line_naming_it(case, tiny_checkpoint, finished, t
     import shutil
     import torch
     from bert import BertModel
-    from config import parse_args
-    from run_folder import RunFolder
-    from tokenizer import load_tokenizer
+    from infra.config import parse_args
+    from infra.run_folder import RunFolder
+    from formats.tokenizer import load_tokenizer
     if case in CHECKPOINT_CASES:
         folder = tmp_path / "checkpoint"
         shutil.copytree(tiny_checkpoint, folder)

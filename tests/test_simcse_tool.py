@@ -10,13 +10,13 @@ import torch
 import transformers
 
 import data
-import config
+from infra import config
 import train
 from bert import BertConfig, BertModel
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 from tool import encode
 from simcse import POOLERS
-from st_files import save_sentence_transformers
+from formats.st_files import save_sentence_transformers
 from tool import SimCSE
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "The market fell.",

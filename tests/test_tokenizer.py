@@ -7,7 +7,7 @@ import torch
 import transformers
 
 import data
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 import transformers
 
 import data
-import senteval
+from formats import senteval
 from bert import BertConfig, BertModel
-from tokenizer import load_tokenizer
+from formats.tokenizer import load_tokenizer
 from simcse import contrastive_loss, embed_views, pool
-from config import PRESETS, TrainConfig, parse_args
+from infra.config import PRESETS, TrainConfig, parse_args
 from train import train
 
 # --- The objectives, against loop-based computations of the paper's equations ------------------
@@ -180,7 +180,7 @@ def test_presets_and_overrides():
 
 
 def test_seed_and_max_length_out_of_range_are_one_line(tiny_checkpoint):
-    from config import check, check_max_length
+    from infra.config import check, check_max_length
     for seed in (-1, 2**64):
         with pytest.raises(ValueError, match=rf"--seed {seed}: expected an integer in \[0, 2\*\*63\)"):
             check(TrainConfig(seed=seed))
@@ -327,7 +327,7 @@ def test_what_trains_is_bert_py_as_written(path, tiny_checkpoint, data_root, tmp
     every step of train.py: on a CPU's path, and on a GPU's (every batch padded to max_length) as far as it
     runs on a CPU. A student's edit of bert.py is what trains."""
     import bert
-    import speed
+    from infra import speed
     import train as train_module
     calls, now = [], {"step": None}
     for cls in (bert.BertModel, bert.BertLayer, bert.BertSelfAttention):

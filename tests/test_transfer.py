@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import data
-import senteval
-import senteval_reference
+from formats import senteval
+from bench import senteval_reference
 import eval_transfer as et
 
 # --- Readers ------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def small_senteval(root):
 
 def test_evaluate_reports_seven_tasks_and_their_average(tmp_path, minilm_dir):
     from bert import BertConfig, BertModel
-    from tokenizer import load_tokenizer
+    from formats.tokenizer import load_tokenizer
     small_senteval(tmp_path)
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)

@@ -21,7 +21,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from mlm import IGNORE
+from extras.mlm import IGNORE
 from simcse import contrastive_loss, embed_views
 
 

@@ -6,9 +6,9 @@ import sys
 
 import torch
 
-from download import DATA_DIR_ENV
+from formats.download import DATA_DIR_ENV
 from simcse import POOLERS
-from speed import PRECISIONS
+from infra.speed import PRECISIONS
 
 
 class Terminated(KeyboardInterrupt):
@@ -47,8 +47,8 @@ def add_common_flags(parser, model=True, pooler=True, data_dir=True, precision="
                             help="checkpoint folder or Hugging Face hub id" + default)
     if pooler:
         parser.add_argument("--pooler", choices=POOLERS,
-                            help="how to read a sentence embedding off BERT (default: the one a checkpoint of "
-                                 "train.py was trained for, from its train_config.json; else cls)")
+                            help="how to read a sentence embedding off BERT (default: the one a checkpoint "
+                                 "of train.py was trained for, from its train_config.json; else cls)")
     if data_dir:
         parser.add_argument("--data-dir",
                             help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")

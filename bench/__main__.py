@@ -1,16 +1,16 @@
 """Benchmarks against the reference stack (transformers + the authors' SentEval loop). Prints times and
 ratios.
 
-    python bench.py eval     # full seven-task STS test evaluation: ours vs. the SentEval way
-    python bench.py train    # SimCSE training steps: ours vs. transformers and sentence-transformers, fp32
+    python -m bench eval     # full seven-task STS test evaluation: ours vs. the SentEval way
+    python -m bench train    # SimCSE training steps: ours vs. transformers and sentence-transformers, fp32
                              # and bf16, and the step's matmul roofline
-    python bench.py train --train-file nli/nli_small_for_simcse.csv   # supervised (triplets)
-    python bench.py train --bert-base       # the paper's model shape (random weights), e.g. on a GPU
-    python bench.py run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
-    python bench.py encode   # STS-B's 17,256 sentences: ours vs. sentence-transformers' encode
-    python bench.py search   # SimCSE.search: 100 queries against 200,000 stored embeddings
-    python bench.py index    # build_index of 200,000 sentences: peak memory, tokenised in chunks or at once
-    python bench.py transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
+    python -m bench train --train-file nli/nli_small_for_simcse.csv   # supervised (triplets)
+    python -m bench train --bert-base       # the paper's model shape (random weights), e.g. on a GPU
+    python -m bench run --bert-base         # a timed unsup-bert-shaped run and the whole run's projected time
+    python -m bench encode   # STS-B's 17,256 sentences: ours vs. sentence-transformers' encode
+    python -m bench search   # SimCSE.search: 100 queries against 200,000 stored embeddings
+    python -m bench index    # build_index of 200,000 sentences: peak memory, tokenised in chunks or at once
+    python -m bench transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
 """
 import argparse
 import functools
@@ -25,20 +25,20 @@ import torch
 
 import data
 from bert import BertConfig, BertModel
-from checkpoint import default_model
-import cli
-from cli import add_common_flags
+from formats.checkpoint import default_model
+from infra import cli
+from infra.cli import add_common_flags
 from eval_sts import evaluate, format_table
-from senteval import BINARY_FILES
-from senteval_reference import senteval_style, senteval_transfer_style
-from tokenizer import load_tokenizer
+from formats.senteval import BINARY_FILES
+from bench.senteval_reference import senteval_style, senteval_transfer_style
+from formats.tokenizer import load_tokenizer
 
 
 def bench_eval(args):
     """The seven-task STS test evaluation: ours in fp32 and in bf16 (where the hardware has it) against the
     SentEval way, in one run; the bf16 row's drift is its largest difference from fp32."""
     import transformers
-    from speed import autocast_dtype, cpu_name
+    from infra.speed import autocast_dtype, cpu_name
     name = args.model or default_model()
     device = torch.device("cpu")
     print(f"model {name}, pooler {args.pooler}, on {cpu_name()}")
@@ -203,10 +203,10 @@ def side_runs(what, sides, forwarded, rounds):
     results = {side: [] for side in sides}
     for _ in range(rounds):
         for side in sides:
-            run = subprocess.run([sys.executable, __file__, what, *forwarded, "--side", side],
-                                 capture_output=True, text=True)
+            run = subprocess.run([sys.executable, "-m", "bench", what, *forwarded, "--side", side],
+                                 capture_output=True, text=True, cwd=data.REPO)
             if run.returncode:
-                raise SystemExit(f"bench.py {what} --side {side} failed:\n{run.stderr[-3000:]}")
+                raise SystemExit(f"python -m bench {what} --side {side} failed:\n{run.stderr[-3000:]}")
             results[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
     return results
 
@@ -221,8 +221,8 @@ def bench_train(args):
     x matmul weights per update, over the GPU's dense bf16 peak. With --micro-batch K, also ours with gradient
     caching (gradcache.py): the same update K examples at a time, its time and peak memory."""
     import tempfile
-    from config import TrainConfig, check
-    from speed import cpu_has_bf16, cpu_name
+    from infra.config import TrainConfig, check
+    from infra.speed import cpu_has_bf16, cpu_name
     if args.side:
         return train_side(args)
     try:  # --micro-batch as train.py checks it
@@ -275,10 +275,10 @@ def bench_train(args):
 
 
 def train_side(args):
-    """One side of bench.py train, in this process: prints {"seconds": per step, "peak_mib": ...} as JSON."""
-    from checkpoint import checkpoint_file, read_config
-    from config import TrainConfig
-    from distributed import Processes
+    """One side of `python -m bench train`, in this process: prints {"seconds": per step, ...} as JSON."""
+    from formats.checkpoint import checkpoint_file, read_config
+    from infra.config import TrainConfig
+    from infra.distributed import Processes
     from simcse import contrastive_loss, embed_views
     from train import Trainer
     device = cli.device()
@@ -408,7 +408,7 @@ def bench_encode(args):
     autocast, each side in a process of its own; and the largest difference of our fp32 embeddings from
     sentence-transformers' fp32 ones."""
     import tempfile
-    from speed import cpu_has_bf16, cpu_name
+    from infra.speed import cpu_has_bf16, cpu_name
     if args.side:
         return encode_side(args)
     cuda = torch.cuda.is_available()
@@ -534,11 +534,11 @@ def bench_index(args):
     load_tokenizer(default_model()).save_pretrained(folder)
     print(f"build_index of {args.index_size:,} distinct sentences (Wikipedia, numbered), a 2-layer 64-wide "
           f"random BERT, torch threads {torch.get_num_threads()}")
-    for label, chunk in (("in chunks of 32,768 (now)", 32768), ("all at once (before)", 10**9)):
-        run = subprocess.run([sys.executable, __file__, "index", "--model", str(folder), "--index-size",
+    for label, chunk in (("in chunks of 32,768", 32768), ("all at once", 10**9)):
+        run = subprocess.run([sys.executable, "-m", "bench", "index", "--model", str(folder), "--index-size",
                               str(args.index_size), "--chunk", str(chunk)] + (["--data-dir", args.data_dir]
                                                                                if args.data_dir else []),
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, cwd=data.REPO)
         if run.returncode:
             raise SystemExit(run.stderr[-3000:])
         r = json.loads(run.stdout.strip().splitlines()[-1])

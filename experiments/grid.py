@@ -1,28 +1,17 @@
-r"""Seed sweeps: a grid of settings x seeds of train.py, run one after another, summarised as mean +- std.
-
-    python sweep.py --seeds 1 2 3 --settings "--dropout 0" "--dropout 0.1" "--dropout 0.1 --fixed-mask" \
-        --output-dir runs/table3 --max-steps 40 --batch-size 32 --no-test
-
-A setting is a string of train.py flags; every other flag (here --max-steps, --batch-size, --no-test) is
-passed to every run. Each run has its own folder, <output-dir>/<setting>/seed-<seed>. Restarted, the sweep
-skips the runs that finished and resumes the one that was interrupted. It writes <output-dir>/sweep.json
-(every run's numbers and, per setting, n, mean, sample std, min and max of the best STS-B dev score after
-training -- step 0 not counted -- and of the seven-task test average), sweep.md (the table) and, with
-matplotlib installed, sweep.png.
-"""
-import argparse
+"""A grid of train.py runs (settings x seeds), run one after another and summarised as mean +- std: the
+runner of `ablate.py` (the paper's tables) and `ablate.py sweep` (any settings). Each run has its own
+folder, <output-dir>/<setting>/seed-<seed>; started again, a grid skips the runs that finished and resumes
+the one that was interrupted."""
 import json
 import re
 import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import config
+from infra import config
 import train
-from cli import command_errors
-from run_folder import RunFolder
+from infra.run_folder import RunFolder
 
 
 def folder_name(setting):
@@ -124,29 +113,3 @@ def write_report(out: Path, settings, runs, summary, command):
     fig.tight_layout()
     fig.savefig(out / "sweep.png", dpi=120)
     return table
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds of each setting")
-    parser.add_argument("--settings", nargs="+", default=[""], metavar="FLAGS",
-                        help='one string of train.py flags per setting, e.g. "--dropout 0.1 --fixed-mask" '
-                             '(a lone flag needs a space: " --fixed-mask")')
-    parser.add_argument("--output-dir", required=True,
-                        help="the sweep's folder; each run gets a folder inside")
-    args, common = parser.parse_known_args(argv)
-    out = Path(args.output_dir)
-    if len(set(map(folder_name, args.settings))) < len(args.settings):
-        raise SystemExit("error: two settings give the same folder name; make them differ")
-    plan = plan_grid(out, [(s, folder_name(s), s) for s in args.settings], args.seeds, common)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "python sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    report = lambda runs, summary: write_report(out, args.settings, runs, summary, command)
-    print(report(*run_grid(plan, args.settings, report)))  # a report after every run, and the table
-    print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
-
-
-if __name__ == "__main__":
-    with command_errors("nothing is lost; run the same command again to go on"):
-        main()

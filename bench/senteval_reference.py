@@ -1,4 +1,4 @@
-"""The authors' evaluation, rebuilt as they run it, to check ours against (tests/) and to time it (bench.py):
+"""The authors' evaluation, rebuilt as they run it, to check ours against (tests/) and to time it (bench/):
 SentEval's STS loop around the authors' evaluation.py batcher, and SentEval's transfer-task classifiers (its
 validation loops and PyTorch logistic regression), one regression at a time. Not used by training or by
 eval_sts.py / eval_transfer.py, which give the same numbers faster."""
@@ -9,7 +9,7 @@ import torch
 from scipy.stats import spearmanr
 
 import data
-from senteval import BINARY_FILES, STS_TASKS, STS_YEARS
+from formats.senteval import BINARY_FILES, STS_TASKS, STS_YEARS
 
 
 def senteval_style(model, tokenizer, pooler, tasks=STS_TASKS, mode="test", data_dir=None,

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import torch
 
-from checkpoint import checkpoint_file
+from formats.checkpoint import checkpoint_file
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")

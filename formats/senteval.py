@@ -5,8 +5,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from download import require
-from files import DataError, read_lines
+from formats.download import require
+from formats.files import DataError, read_lines
 
 # --- STS evaluation sets ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from files import DataError
+from formats.files import DataError
 
 HUB_DATASET = "princeton-nlp/datasets-for-simcse"  # the authors' copy of everything the paper needs
 HUB_FILES = {"senteval": "senteval.tar", "wiki/wiki1m_for_simcse.txt": "wiki1m_for_simcse.txt",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bert import ACTIVATIONS
-from checkpoint import read_weights, weights_file
+from formats.checkpoint import read_weights, weights_file
 from data import MLM_MASKS, step_seed
 
 MLM_PROBABILITY = 0.15  # the authors' --mlm_probability (BERT's 15%)

@@ -3,7 +3,7 @@ that `SentenceTransformer(path)` builds the checkpoint's own embedding."""
 import json
 import os
 
-from checkpoint import write_safetensors
+from formats.checkpoint import write_safetensors
 
 
 def save_sentence_transformers(model, folder, pooler, max_seq_length=128):

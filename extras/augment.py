@@ -22,10 +22,10 @@ from bisect import bisect_right
 import torch
 
 from bert import BertConfig, BertModel
-from checkpoint import checkpoint_file, default_model, read_config
+from formats.checkpoint import checkpoint_file, default_model, read_config
 from data import AUGMENTATION, step_seed
-from mlm import head_weights, load_head
-from tokenizer import load_tokenizer
+from extras.mlm import head_weights, load_head
+from formats.tokenizer import load_tokenizer
 
 NAMES = ("crop", "word_deletion", "delete_one_word", "synonym", "mlm")
 TAKES_FRACTION = ("crop", "word_deletion", "mlm")

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import read_weights, write_safetensors
-from st_files import save_sentence_transformers
-from config import experiment
-from files import disk_full, fill_file, write_file
+from formats.checkpoint import read_weights, write_safetensors
+from formats.st_files import save_sentence_transformers
+from infra.config import experiment
+from formats.files import disk_full, fill_file, write_file
 from simcse import embedding_pooler
 
 RESULTS = ("run.json", "log.jsonl", "best", "last", "test_scores.json", "transfer_scores.json")

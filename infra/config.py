@@ -6,12 +6,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
-import augment
-from checkpoint import check_model
-from cli import add_common_flags
-from files import DataError
+from extras import augment
+from formats.checkpoint import check_model
+from infra.cli import add_common_flags
+from formats.files import DataError
 from simcse import POOLERS, SIMILARITIES
-from speed import PRECISIONS
+from infra.speed import PRECISIONS
 
 
 @dataclass
