@@ -32,6 +32,7 @@ from pathlib import Path
 from extras import augment
 from infra import config
 import data
+from formats import training_files
 from experiments import grid
 from infra.cli import add_common_flags, command_errors
 from formats.files import write_file
@@ -144,7 +145,7 @@ def write_entailment_pairs(out, data_dir):
     """Table 7's "none": premises and their entailments of the supervised file, without the hard negatives."""
     path = data.training_file(config.PRESETS["quick-sup"]["train_file"], data_dir)
     text = io.StringIO()
-    pairs = [row[:2] for row in data.read_nli_csv(path)[0]]
+    pairs = [row[:2] for row in training_files.read_nli_csv(path)[0]]
     csv.writer(text, lineterminator="\n").writerows([("sent0", "sent1")] + pairs)
     write_file(out / PAIRS, text.getvalue())
 

@@ -12,17 +12,15 @@ needs and the folder lacks is fetched from the authors' dataset repository on th
 (download.py; `python data.py download` fetches everything up front).
 """
 import argparse
-import csv
-import io
 import os
 from pathlib import Path
 
 import torch
 
-from formats import senteval
-from formats.download import (DATA_DIR_ENV, GET_DATA_HELP, HUB_FILES, fetch_file, hub_download, require,
-                              unpack_senteval)
-from formats.files import DataError, read_lines, read_text
+from formats import senteval, training_files
+from formats.senteval import require
+from formats.download import DATA_DIR_ENV, GET_DATA_HELP, HUB_FILES, fetch_file, hub_download, unpack_senteval
+from formats.files import DataError
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATA_DIRS = (REPO / "data", REPO.parent / "shared" / "data")
@@ -49,65 +47,17 @@ def senteval_dir(root=None) -> Path:
 
 def load_sts(task: str, root=None, splits=None) -> dict:
     """{subset or split: STSPairs} of one of senteval.STS_TASKS (STS-B, SICK-R: only `splits`, if given)."""
-    return senteval.read_sts_task(task, senteval_dir(root), splits)
+    folder = senteval_dir(root)
+    return senteval.read_sts_task(task, folder, splits)
 
 
 def load_transfer(task: str, root=None) -> dict:
     """{split: Labelled} for one of senteval.TRANSFER_TASKS."""
-    return senteval.read_transfer_task(task, senteval_dir(root))
+    folder = senteval_dir(root)
+    return senteval.read_transfer_task(task, folder)
 
 
 # --- Training files (the authors' formats) ------------------------------------------------------
-
-def read_sentences(path):
-    """Unsupervised SimCSE's input: one sentence a line. Returns (sentences, number of blank lines
-    skipped)."""
-    lines = read_lines(path)
-    sentences = [line.strip() for line in lines if line.strip()]
-    return sentences, len(lines) - len(sentences)
-
-
-def read_nli_csv(path):
-    """Supervised SimCSE's input: a CSV with header sent0,sent1[,hard_neg]
-    (premise, entailment[, contradiction]).
-
-    Returns (rows as tuples, number of blank lines and rows with a blank field skipped). A line that does not
-    fit -- a wrong number of columns, a stray or unclosed quote -- refuses the whole file, naming the line
-    where its row starts (an unclosed quote would otherwise swallow the lines after it into one field)."""
-    reader = csv.reader(io.StringIO(read_text(path)), strict=True)
-    rows, skipped, header, start = [], 0, None, 1
-    while True:
-        try:
-            row = next(reader, None)
-        except csv.Error as e:  # strict: `a,"b"c`, or a quote still open at the end of the file
-            raise DataError(f"{path}:{start}: {e} (an unclosed or stray quote?)") from None
-        if row is None:
-            break
-        first, start = start, reader.line_num + 1
-        if any("\n" in field for field in row):
-            raise DataError(f"{path}:{first}: a quoted field runs on to line {reader.line_num} "
-                            "(an unclosed quote?)")
-        if header is None:
-            header = row
-            if len(header) not in (2, 3):
-                raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
-                                f"got {header}")
-            continue
-        if not row:  # a blank line
-            skipped += 1
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}:{first}: expected {len(header)} columns ({','.join(header)}), "
-                            f"found {len(row)}")
-        if any(not field.strip() for field in row):
-            skipped += 1
-            continue
-        rows.append(tuple(field.strip() for field in row))
-    if header is None:
-        raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
-                        "got an empty file")
-    return rows, skipped
-
 
 def training_file(name, root=None, announce=True) -> Path:
     """The training file `name`: a path, or relative to the data folder. One of the shared folder's slices
@@ -133,31 +83,16 @@ def regular(path: Path) -> Path:
     return path
 
 
-def read_training_file(path):
-    """(examples, skipped): each example a tuple of the sentences that form one row of a batch --
-    (s, s) for a sentence of a .txt file (two dropout views of it), (premise, entailment[, contradiction])
-    for a CSV."""
-    path = Path(path)
-    if path.suffix == ".csv":
-        return read_nli_csv(path)
-    sentences, skipped = read_sentences(path)
-    return [(s, s) for s in sentences], skipped
+def read_training_file(name, root=None, announce=True):
+    """(path, examples, skipped): the training file `name` (training_file), read whole or refused with a
+    one-line error naming its line (formats/training_files.py). An example is a tuple of the sentences of one
+    row of a batch: (s, s) for a sentence of a .txt file (two dropout views of it), (premise, entailment[,
+    contradiction]) for a .csv."""
+    path = training_file(name, root, announce)
+    return (path, *training_files.read(path))
 
 
-# --- What each step draws: its batch and its random numbers, functions of the seed and the step alone ----
-
-DROPOUT, MLM_MASKS, AUGMENTATION = 0, 1, 2  # a step's streams of random numbers (augmentation: 2 + view)
-
-
-def step_seed(seed, process, step, stream):
-    """The seed of one stream of random numbers (the dropout masks, MLM's masked tokens, a view's
-    augmentation) of one process at one training step. Every random draw of training is a function of these
-    four numbers alone, never of what ran before it: so --resume after a kill draws the masks the run it
-    continues would have drawn, torchrun's processes draw masks of their own, and the streams do not shift
-    each other (--do-mlm leaves the dropout masks as they are). Python's hash of a tuple of ints is the same
-    in every process and run (a str's is not)."""
-    return hash((seed, process, step, stream))
-
+# --- Each step's batch ------------------------------------------------------------------------------
 
 def batches(n, batch_size, seed, after_step=0):
     """The example indices of each step's batch from step after_step + 1 on: a new random order every

@@ -75,13 +75,14 @@ def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
         return F.cross_entropy(logits, labels)
 
 
-def loss(model, batch, n_views, cfg, gather=None, mlm=None, step=0):
+def loss(model, batch, n_views, cfg, gather=None, mlm=None, mlm_seed=0):
     """A tokenised batch's SimCSE loss: its views through the pooler, eq. 1 or eq. 5 over the whole batch
     (gather: with the other processes' shares under torchrun, distributed.py), plus lambda * L_mlm with
-    --do-mlm (mlm.py, the paper's appendix). cfg: the run's TrainConfig (pooler, fixed_mask, temp, ...)."""
+    --do-mlm (mlm.py, the paper's appendix; its masks drawn from mlm_seed). cfg: the run's TrainConfig
+    (pooler, fixed_mask, temp, ...)."""
     z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
     total = contrastive_loss(gather(z) if gather else z, cfg.temp, cfg.hard_negative_weight, cfg.similarity)
-    return total + cfg.mlm_weight * mlm.loss(model, batch, step) if mlm else total
+    return total + cfg.mlm_weight * mlm.loss(model, batch, mlm_seed) if mlm else total
 
 
 # --- Analysis: alignment and uniformity (Wang & Isola, 2020; section 5, Figure 2) ------------------------

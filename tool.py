@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-import data
+from formats import training_files
 from bert import BertModel
 from formats.checkpoint import check_model, checkpoint_file
 from infra.cli import add_common_flags, command_errors
@@ -87,7 +87,7 @@ def read_corpus(path):
     """The sentences of a text file, one a line (blank lines skipped); a missing or empty file is an error."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
-    sentences, _ = data.read_sentences(path)
+    sentences, _ = training_files.read_sentences(path)
     if not sentences:
         raise ValueError(f"{path}: no sentences (the file is empty)")
     return sentences

@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 4 train.py --preset sup-bert   # the paper's supervised run on 4 GPUs
 """
 import math
+from collections import namedtuple
 
 import torch
 from tqdm.auto import tqdm
@@ -16,7 +17,7 @@ from extras.augment import MaskedLMFill, augment_batch
 from bert import BertModel
 from formats.checkpoint import default_model
 from infra.cli import command_errors
-from infra.config import TrainConfig, check, check_examples, check_max_length, parse_args
+from infra.config import TrainConfig, check, check_data_and_model, parse_args
 from infra.distributed import Processes
 from extras.gradcache import cached_backward
 from infra.guard import NonFiniteGuard
@@ -33,9 +34,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     check(cfg)  # every flag, before any work (config.py)
     procs = Processes()  # one, or several under torchrun (distributed.py)
     run = RunFolder(cfg, resume, overwrite, procs.master)  # never clobbers a finished run (run_folder.py)
-    train_path = data.training_file(cfg.train_file, cfg.data_dir, announce=procs.master)
-    examples, skipped = data.read_training_file(train_path)  # all of it, or a one-line error
-    check_examples(cfg, train_path, examples, procs.world_size)
+    train_path, examples, skipped = data.read_training_file(cfg.train_file, cfg.data_dir, procs.master)
     n_views = len(examples[0])  # 2: one sentence twice (unsupervised); 3: premise, entailment, contradiction
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * (len(examples) // cfg.batch_size))
     dev = data.load_sts("STSBenchmark", cfg.data_dir, ["dev"])["dev"]  # model selection (Appendix A)
@@ -43,30 +42,31 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
 
     model_name = cfg.model or default_model()
     model, tokenizer = BertModel.from_pretrained(model_name), load_tokenizer(model_name)
-    check_max_length(cfg, tokenizer, model)
-    trainer = Trainer(cfg, model, tokenizer, model_name, procs, total_steps, compile)
-    state = run.start(model, trainer.optimizer, trainer.schedule, (train_path, len(examples)), dev.source)
-    trainer.guard.nonfinite += run.nonfinite()  # updates skipped before a --resume
+    check_data_and_model(cfg, train_path, examples, procs.world_size, tokenizer, model)  # (config.py)
+    parts = setup(cfg, model, tokenizer, model_name, procs, total_steps, compile)
+    state = run.start(model, parts.optimizer, parts.schedule, (train_path, len(examples)), dev.source)
+    parts.guard.nonfinite += run.nonfinite()  # updates skipped before a --resume
     procs.print(f"{len(examples)} examples from {train_path} ({skipped} blank lines or rows skipped); "
                 f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
                 f"model {model_name} on {procs.device}; evaluating with {pooler}")
 
+    batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])  # resumed too
+
     def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
-        loss = trainer.guard.mean_loss()
+        loss = parts.guard.mean_loss()
         if procs.master:
             run.save(step, loss, eval_sts.dev_metrics(model, tokenizer, dev, pooler),
-                     int(trainer.guard.nonfinite.item()), model, tokenizer, trainer.optimizer,
-                     trainer.schedule)  # log, best/, last/
+                     int(parts.guard.nonfinite.item()), model, tokenizer, parts.optimizer,
+                     parts.schedule)  # log, best/, last/
         procs.wait()
 
     if not state["log"]:
         procs.print("step 0: evaluating the starting model on STS-B dev ...")
         evaluate_dev(0)
-    batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])
     bar = tqdm(range(state["step"] + 1, total_steps + 1), "train", disable=not (progress and procs.master))
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
-        trainer.step([examples[i][k] for k in range(n_views) for i in rows], n_views, step)  # view by view
+        update(parts, cfg, [examples[i][k] for k in range(n_views) for i in rows], n_views, step)  # by view
         if step % cfg.eval_steps == 0 or step == total_steps:
             evaluate_dev(step)
             bar.set_postfix(dev=f"{state['log'][-1]['stsb_dev']:.2f}") if procs.master else None
@@ -75,52 +75,71 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         return test_best(run, tokenizer, pooler, procs.device, test, transfer, progress)
 
 
-class Trainer:
-    """One process's training: the model with SimCSE's new MLP, AdamW and its schedule, and `step`, the update
-    of one batch, which train() runs every step and `python -m bench train` times."""
+Parts = namedtuple("Parts", "model params optimizer schedule guard fast tokenizer procs mlm fill")
 
-    def __init__(self, cfg, model, tokenizer, model_name, procs, total_steps, compile=None):
-        self.cfg, self.model, self.tokenizer, self.procs = cfg, model, tokenizer, procs
-        model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
-        torch.manual_seed(cfg.seed)
-        if cfg.pooler == "cls":
-            simcse.reset_mlp(model)  # a new MLP over [CLS] (section 3)
-        else:
-            model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: not trained
-        self.fast = Speed(procs.device, compile, cfg.precision)  # bf16 and compile where they pay (speed.py)
-        self.mlm = MaskedLM(model, tokenizer, model_name, cfg.seed, procs.rank) if cfg.do_mlm else None
-        # --augment mlm:K: the words predicted by a frozen copy of the starting checkpoint's MLM (augment.py)
-        self.fill = MaskedLMFill(model_name, procs.device) if (cfg.augment or "").startswith("mlm:") else None
-        model.to(procs.device)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0, fused=True)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1 - s / total_steps)
-        self.step_model = procs.wrap(self.fast.prepare(model))  # compiled on a GPU; DDP under torchrun
-        self.guard = NonFiniteGuard(self.optimizer, procs.device, procs, 0, self.fast.check_every)  # guard.py
-        self.step_model.train()
 
-    def step(self, sentences, n_views, step):
-        """One update on this process's sentences of a step's batch, view by view (n_views blocks)."""
-        cfg, procs = self.cfg, self.procs
-        if cfg.augment:  # Table 1
-            sentences = augment_batch(sentences, cfg, procs.rank, step, self.fill)
-        batch = self.tokenizer(sentences, cfg.max_length, self.fast.fixed_shapes)
-        batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
-        torch.manual_seed(data.step_seed(cfg.seed, procs.rank, step, data.DROPOUT))  # the step's masks
-        self.optimizer.zero_grad(set_to_none=True)
-        if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
-            loss = cached_backward(self.step_model, batch, n_views, cfg, procs.gather, self.fast.autocast,
-                                   self.mlm, step)
-        else:  # eq. 1 or 5 over the whole batch (+ the MLM term), bf16 where it pays (speed.py)
-            with self.fast.autocast():
-                loss = simcse.loss(self.step_model, batch, n_views, cfg, procs.gather, self.mlm, step)
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)  # as the authors' Trainer
-        self.guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
-        self.optimizer.step()
-        self.schedule.step()
-        return loss
+def setup(cfg, model, tokenizer, model_name, procs, total_steps, compile=None):
+    """What one training process updates with (train() and `python -m bench train`): the model with a new
+    MLP, on its device, as the step runs it; AdamW and its schedule; the NaN guard; the MLM head and
+    --augment mlm:K's filler when asked."""
+    fast = Speed(procs.device, compile, cfg.precision)  # bf16 and compile where they pay (speed.py)
+    model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
+    torch.manual_seed(cfg.seed)
+    if cfg.pooler == "cls":
+        simcse.reset_mlp(model)  # a new MLP over [CLS] (section 3)
+    else:
+        model.pooler.requires_grad_(False)  # BERT's pooler is no part of this embedding: not trained
+    mlm = MaskedLM(model, tokenizer, model_name) if cfg.do_mlm else None
+    # --augment mlm:K: the words predicted by a frozen copy of the starting checkpoint's MLM (augment.py)
+    fill = MaskedLMFill(model_name, procs.device) if (cfg.augment or "").startswith("mlm:") else None
+    model.to(procs.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # AdamW without weight decay, as the authors' runs (HF Trainer); fused: one kernel, and the NaN guard.
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, fused=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)  # linear to 0
+    guard = NonFiniteGuard(optimizer, procs.device, procs, 0, fast.check_every)  # guard.py
+    step_model = procs.wrap(fast.prepare(model)).train()  # compiled on a GPU; DDP under torchrun
+    return Parts(step_model, params, optimizer, schedule, guard, fast, tokenizer, procs, mlm, fill)
+
+
+def update(parts, cfg, sentences, n_views, step):
+    """One step: this process's sentences of the step's batch (n_views blocks, view by view) tokenised, the
+    loss (eq. 1 or 5), its gradient, clipped, and the update -- skipped if anything is not finite."""
+    procs, fast = parts.procs, parts.fast
+    seed = lambda stream: step_seed(cfg.seed, procs.rank, step, stream)  # the step's random streams
+    if cfg.augment:  # Table 1
+        sentences = augment_batch(sentences, cfg, [seed(AUGMENTATION + v) for v in (0, 1)], parts.fill)
+    batch = parts.tokenizer(sentences, cfg.max_length, fast.fixed_shapes)
+    batch = {k: v.to(procs.device, non_blocking=True) for k, v in batch.items()}
+    torch.manual_seed(seed(DROPOUT))  # the step's dropout masks
+    parts.optimizer.zero_grad(set_to_none=True)
+    mlm_seed = seed(MLM_MASKS)  # the step's masked tokens, with --do-mlm
+    if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
+        loss = cached_backward(parts.model, batch, n_views, cfg, procs.gather, fast.autocast, parts.mlm,
+                               mlm_seed)
+    else:  # over the whole batch (+ the MLM term), bf16 where it pays (speed.py)
+        with fast.autocast():
+            loss = simcse.loss(parts.model, batch, n_views, cfg, procs.gather, parts.mlm, mlm_seed)
+        loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.params, 1.0)  # as the authors' Trainer
+    parts.guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
+    parts.optimizer.step()
+    parts.schedule.step()
+    return loss
+
+
+DROPOUT, MLM_MASKS, AUGMENTATION = 0, 1, 2  # a step's streams of random numbers (augmentation: 2 + view)
+
+
+def step_seed(seed, process, step, stream):
+    """The seed of one stream of random numbers (the dropout masks, MLM's masked tokens, a view's
+    augmentation) of one process at one training step. Every random draw of training is a function of these
+    four numbers alone, never of what ran before it, as the batches are (data.batches): so --resume after a
+    kill draws the masks the run it continues would have drawn, torchrun's processes draw masks of their own,
+    and the streams do not shift each other (--do-mlm leaves the dropout masks as they are). Python's hash of
+    a tuple of ints is the same in every process and run (a str's is not)."""
+    return hash((seed, process, step, stream))
+
 
 
 def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progress=True):

@@ -280,11 +280,11 @@ def train_side(args):
     from infra.config import TrainConfig
     from infra.distributed import Processes
     from simcse import contrastive_loss, embed_views
-    from train import Trainer
+    import train
     device = cli.device()
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else lambda: None  # GPU work is asynchronous: wait before the clock
-    examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
+    _, examples, _ = data.read_training_file(args.train_file, args.data_dir)
     n_views = len(examples[0])
     order = data.batches(len(examples), args.batch_size, seed=0)
     texts = [[row[k] for k in range(n_views) for row in (examples[i] for i in next(order))]
@@ -303,12 +303,12 @@ def train_side(args):
         seconds = matmul_roofline(c, shapes[args.warmup:], amp or torch.float32, device, sync)
         print(json.dumps({**result, "seconds": seconds, "peak_mib": 0.0, "tflops": flops / seconds / 1e12}))
         return
-    if kind == "ours":  # train.py's own Trainer and step, on this device
+    if kind == "ours":  # train.py's own setup and update, on this device
         micro = args.micro_batch if args.side.endswith("micro") else None
         cfg = TrainConfig(model=args.model, micro_batch=micro, precision=precision, max_length=32, seed=0)
-        trainer = Trainer(cfg, BertModel.from_pretrained(args.model), tokenizer, args.model, Processes(),
-                          total_steps=len(texts), compile=None if args.compile else False)
-        step = lambda sentences, i: trainer.step(sentences, n_views, i)
+        parts = train.setup(cfg, BertModel.from_pretrained(args.model), tokenizer, args.model, Processes(),
+                            total_steps=len(texts), compile=None if args.compile else False)
+        step = lambda sentences, i: train.update(parts, cfg, sentences, n_views, i)
     elif kind == "transformers":  # transformers' BertModel under our loss, padded to the longest
         import transformers
         model = transformers.BertModel.from_pretrained(args.model).to(device)
@@ -469,7 +469,7 @@ def bench_run(args):
     from train import TrainConfig, train
     work = Path(tempfile.mkdtemp())
     name = model_name(args, work / "model")
-    examples, _ = data.read_training_file(data.training_file(args.train_file, args.data_dir))
+    _, examples, _ = data.read_training_file(args.train_file, args.data_dir)
     supervised = len(examples[0]) == 3
     cfg = TrainConfig(model=name, train_file=args.train_file, output_dir=str(work / "run"),
                       batch_size=args.batch_size, max_steps=args.steps, eval_steps=args.eval_steps,
@@ -548,7 +548,7 @@ def bench_index(args):
 
 def index_side(args):
     from tool import SimCSE, encode
-    wiki = data.read_sentences(data.training_file("wiki/wiki1m_head.txt", args.data_dir))[0]
+    wiki = [s for s, _ in data.read_training_file("wiki/wiki1m_head.txt", args.data_dir)[1]]
     corpus = [f"{wiki[i % len(wiki)]} ({i})" for i in range(args.index_size)]
     tool = SimCSE(args.model, pooler="avg")
     with PeakMemory() as memory:  # what build_index does: encode (with this chunk size), then unit vectors

@@ -23,7 +23,6 @@ import torch
 
 from bert import BertConfig, BertModel
 from formats.checkpoint import checkpoint_file, default_model, read_config
-from data import AUGMENTATION, step_seed
 from extras.mlm import head_weights, load_head
 from formats.tokenizer import load_tokenizer
 
@@ -173,15 +172,12 @@ def augment(sentences, spec, g, fill=None, **kw):
     return [" ".join(one(s.split())) if s.split() else s for s in sentences]
 
 
-def generator(seed, rank, step, view):  # each view's draws, a stream of their own (data.step_seed)
-    return torch.Generator().manual_seed(step_seed(seed, rank, step, AUGMENTATION + view))
-
-
-def augment_batch(sentences, cfg, rank, step, fill=None):
+def augment_batch(sentences, cfg, seeds, fill=None):
     """A step's sentences, view by view (two blocks of the same sentences, train.py), with cfg.augment applied
-    to the last cfg.augment_views views, each view with its own draws (mlm: fill, a MaskedLMFill)."""
+    to the last cfg.augment_views views, view v with draws seeded by seeds[v] (the step's streams,
+    data.step_seed; mlm: predictions from fill, a MaskedLMFill)."""
     n = len(sentences) // 2
     return [s for view in (0, 1) for s in (
-        augment(sentences[view * n:(view + 1) * n], cfg.augment, generator(cfg.seed, rank, step, view),
+        augment(sentences[view * n:(view + 1) * n], cfg.augment, torch.Generator().manual_seed(seeds[view]),
                 fill)
         if view >= 2 - cfg.augment_views else sentences[view * n:(view + 1) * n])]

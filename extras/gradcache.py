@@ -4,7 +4,7 @@ Zhang, Han & Callan 2021, "Scaling deep contrastive learning batch size under me
 In-batch negatives make the batch size part of the method (eq. 1 and 5; Appendix A goes up to 512), and the
 loss ties every example to every other one, so the batch cannot be cut into pieces whose gradients add up,
 as in gradient accumulation. But the loss reaches the encoder only through the embeddings z:
-dL/dθ = Σ_i dL/dz_i · dz_i/dθ. So, as train.Trainer.step's plain step computes it, but in three steps:
+dL/dθ = Σ_i dL/dz_i · dz_i/dθ. So, as train.update's plain step computes it, but in three steps:
   1. embed the batch K examples at a time without autograd: no activations are kept;
   2. the contrastive loss of all N embeddings (every in-batch negative) and its gradient dL/dz, N x d numbers;
   3. embed each chunk again, with autograd, and backpropagate its rows of dL/dz into the encoder.
@@ -44,7 +44,7 @@ def chunks(batch, n_views, k):
     return [{name: b[:, c:c + k].flatten(0, 1) for name, b in blocks.items()} for c in range(0, n, k)]
 
 
-def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, step=None):
+def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, mlm_seed=None):
     """The plain step's loss.backward(), cfg.micro_batch examples at a time: the parameter gradients of the
     whole batch's loss (contrastive, + mlm_weight x L_mlm with --do-mlm). Returns that loss, detached.
     gather: the whole batch from every process's share (distributed.py); autocast: speed.Speed.autocast."""
@@ -61,7 +61,7 @@ def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, step
     loss = contrastive_loss(gather(z), cfg.temp, cfg.hard_negative_weight, cfg.similarity)  # 2. eq. 1 or 5
     (dz,) = torch.autograd.grad(loss, z)  # dL/dz: this process's rows (GatherBatch sends back its share)
     if mlm:  # L_mlm is a mean over the whole batch's chosen tokens: each chunk adds its sum / their number
-        masked, labels = mlm.masks(batch, step)  # the whole batch's masks, as without --micro-batch
+        masked, labels = mlm.masks(batch, mlm_seed)  # the whole batch's masks, as without --micro-batch
         n_chosen = (labels != IGNORE).sum()
         mlm_pieces = chunks({"masked": masked, "labels": labels}, n_views, k)
         mlm_sum = torch.zeros((), device=device)

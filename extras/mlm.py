@@ -26,7 +26,6 @@ from torch import nn
 
 from bert import ACTIVATIONS
 from formats.checkpoint import read_weights, weights_file
-from data import MLM_MASKS, step_seed
 
 MLM_PROBABILITY = 0.15  # the authors' --mlm_probability (BERT's 15%)
 IGNORE = -100  # the label of a token that is not predicted (cross_entropy's ignore_index)
@@ -93,19 +92,18 @@ class MaskedLM:
     """The auxiliary objective in one training process. It attaches the head to the model as model.lm_head,
     so that the optimizer, last/ and DistributedDataParallel include it, and gives each step's L_mlm."""
 
-    def __init__(self, model, tokenizer, name_or_dir, seed, rank):
+    def __init__(self, model, tokenizer, name_or_dir):
         if tokenizer.mask_id is None:
             raise ValueError(f"--do-mlm: the tokenizer of {name_or_dir} has no mask token")
         self.head = model.lm_head = load_head(model, name_or_dir)
         self.tokens = (tokenizer.special_ids, tokenizer.mask_id, tokenizer.vocab_size)
-        self.seed, self.rank = seed, rank
 
-    def masks(self, batch, step):
-        """(masked copy, labels) of the whole batch's input_ids, drawn from a stream of their own
-        (data.step_seed): the views' dropout masks are the same with and without --do-mlm."""
+    def masks(self, batch, seed):
+        """(masked copy, labels) of the whole batch's input_ids, drawn from a generator seeded by `seed`, the
+        step's stream of its own (data.step_seed): the dropout masks are the same with and without
+        --do-mlm."""
         ids = batch["input_ids"]
-        generator = torch.Generator(ids.device).manual_seed(step_seed(self.seed, self.rank, step, MLM_MASKS))
-        return mask_tokens(ids, *self.tokens, generator)
+        return mask_tokens(ids, *self.tokens, torch.Generator(ids.device).manual_seed(seed))
 
     def predictions(self, model, batch, masked, labels):
         """(logits, labels) at the chosen tokens of a batch, or of some of its rows (gradcache.py)."""
@@ -114,6 +112,6 @@ class MaskedLM:
         logits = self.head(out.last_hidden_state[chosen])  # at the chosen tokens only: the same mean
         return logits.float(), labels[chosen]
 
-    def loss(self, model, batch, step):
-        """L_mlm of a tokenised batch: the mean cross-entropy over its chosen tokens."""
-        return F.cross_entropy(*self.predictions(model, batch, *self.masks(batch, step)))
+    def loss(self, model, batch, seed):
+        """L_mlm of a tokenised batch: the mean cross-entropy over its chosen tokens (masks: `seed`)."""
+        return F.cross_entropy(*self.predictions(model, batch, *self.masks(batch, seed)))

@@ -21,13 +21,6 @@ GET_DATA_HELP = (
     f"and <data-dir>/nli/. Point at the folder with --data-dir or ${DATA_DIR_ENV}.")
 
 
-def require(path: Path, what="") -> Path:
-    """A data file that must be there: else one line saying how to get the data (`what`: more about it)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found{what}. {GET_DATA_HELP}")
-    return path
-
-
 def hub_download(filename) -> Path:
     """A file of the authors' dataset repository, through huggingface_hub (its cache and progress bar)."""
     from huggingface_hub import hf_hub_download

@@ -5,7 +5,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from formats.download import require
+from formats.download import GET_DATA_HELP
 from formats.files import DataError, read_lines
 
 # --- STS evaluation sets ------------------------------------------------------------------------
@@ -39,6 +39,13 @@ STS_YEARS = {
     "STS15": ["answers-forums", "answers-students", "belief", "headlines", "images"],
     "STS16": ["answer-answer", "headlines", "plagiarism", "postediting", "question-question"],
 }
+
+
+def require(path: Path, what="") -> Path:
+    """A data file that must be there: else one line saying how to get the data (`what`: more about it)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found{what}. {GET_DATA_HELP}")
+    return path
 
 
 def read_sts_subset(folder: Path, subset: str) -> STSPairs:

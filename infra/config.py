@@ -91,7 +91,7 @@ def check(cfg: TrainConfig):
         raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
     if cfg.augment is not None:
         augment.check(cfg.augment, cfg.model)  # the spec, and what it needs here (WordNet, an MLM head)
-        if Path(cfg.train_file).suffix == ".csv":
+        if Path(cfg.train_file).suffix.lower() == ".csv":
             raise ValueError(f"--augment {cfg.augment} augments unsupervised views: it needs a .txt training "
                              f"file, not {cfg.train_file}")
         if cfg.fixed_mask:
@@ -104,8 +104,8 @@ def check(cfg: TrainConfig):
         check_model(cfg.model)
 
 
-def check_examples(cfg, path, examples, world_size):
-    """What can be checked once the training file is read."""
+def check_data_and_model(cfg, path, examples, world_size, tokenizer, model):
+    """What can be checked once the training file is read and the model loaded."""
     if cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} does not divide among {world_size} processes")
     share = cfg.batch_size // world_size
@@ -117,11 +117,7 @@ def check_examples(cfg, path, examples, world_size):
     if cfg.fixed_mask and len(examples[0]) != 2:
         raise ValueError(f"--fixed-mask needs two views of one sentence (a .txt file), but {path} has "
                          f"{len(examples[0])} columns: the views would be premises against themselves")
-
-
-def check_max_length(cfg, tokenizer, model):
-    """--max-length within what the model and its tokenizer take: never capped silently."""
-    most = min(tokenizer.model_max_length, model.config.max_position_embeddings
+    most = min(tokenizer.model_max_length, model.config.max_position_embeddings  # never capped silently
                - (model.config.pad_token_id + 1 if model.config.model_type == "roberta" else 0))
     if cfg.max_length > most:
         raise ValueError(f"--max-length {cfg.max_length}: expected at most {most}, the model's maximum")

@@ -74,17 +74,23 @@ def cfg(spec="word_deletion:0.3", views=2, seed=7):
 SENTENCES = [" ".join(f"s{j}w{i}" for i in range(10)) for j in range(6)]
 
 
+def views(batch, c, rank, step, fill=None):
+    """augment_batch with the step's seeds of each view, as train.update draws them (train.step_seed)."""
+    seeds = [train.step_seed(c.seed, rank, step, train.AUGMENTATION + v) for v in (0, 1)]
+    return augment.augment_batch(batch, c, seeds, fill)
+
+
 def test_draws_are_a_function_of_seed_process_step_and_view():
     batch = SENTENCES + SENTENCES  # two views of six sentences, as train.py builds them
-    out = augment.augment_batch(batch, cfg(), rank=0, step=3)
-    assert out == augment.augment_batch(batch, cfg(), rank=0, step=3)  # --resume: the same sentences
+    out = views(batch, cfg(), 0, 3)
+    assert out == views(batch, cfg(), 0, 3)  # --resume: the same sentences
     assert out[:6] != out[6:]  # the two views differ
-    for other in (augment.augment_batch(batch, cfg(), rank=0, step=4),
-                  augment.augment_batch(batch, cfg(), rank=1, step=3),
-                  augment.augment_batch(batch, cfg(seed=8), rank=0, step=3)):
+    for other in (views(batch, cfg(), 0, 4),
+                  views(batch, cfg(), 1, 3),
+                  views(batch, cfg(seed=8), 0, 3)):
         assert other != out
     assert all(len(s.split()) == 7 for s in out)
-    one_view = augment.augment_batch(batch, cfg(views=1), rank=0, step=3)  # the anchor is the sentence
+    one_view = views(batch, cfg(views=1), 0, 3)  # the anchor is the sentence
     assert one_view[:6] == SENTENCES and one_view[6:] == out[6:]
 
 
@@ -128,15 +134,15 @@ def test_train_applies_the_augmentation_to_each_step(spec, tiny_checkpoint, tiny
                                                      tmp_path, monkeypatch):
     seen = []
     real = train.augment_batch
-    monkeypatch.setattr(train, "augment_batch", lambda s, c, r, step, fill: seen.append(
-        (s, fill, real(s, c, r, step, fill))) or seen[-1][2])
+    monkeypatch.setattr(train, "augment_batch", lambda s, c, seeds, fill: seen.append(
+        (s, fill, real(s, c, seeds, fill))) or seen[-1][2])
     model = tiny_pretraining if spec.startswith("mlm") else tiny_checkpoint
     run, _ = config.parse_args(["--model", model, "--data-dir", str(data_root), "--max-steps", "1",
                                 "--batch-size", "4", "--eval-steps", "1", "--augment", spec,
                                 "--output-dir", str(tmp_path / "run")])
     train.train(run, progress=False, test=False)
     [(before, fill, after)] = seen
-    assert before[:4] == before[4:] and after == real(before, run, 0, 1, fill) and after != before
+    assert before[:4] == before[4:] and after == views(before, run, 0, 1, fill) and after != before
     if spec == "crop:0.5":
         assert fill is None
         assert [len(a.split()) for a in after] == [max(1, int(len(b.split()) / 2 + 0.5)) for b in before]
@@ -215,9 +221,9 @@ def test_mlm_replaces_the_chosen_words_with_the_masked_lm_argmax(fill, tiny_pret
 def test_mlm_draws_are_a_function_of_seed_step_and_view(fill):
     words = "the cat sat on a mat near an old door in the house by the sea".split()
     batch = [" ".join(words[j:j + 10]) for j in range(6)] * 2  # one token a word: one a prediction
-    out = augment.augment_batch(batch, cfg("mlm:0.3"), rank=0, step=3, fill=fill)
-    assert out == augment.augment_batch(batch, cfg("mlm:0.3"), rank=0, step=3, fill=fill)  # --resume
-    assert out[:6] != out[6:] and out != augment.augment_batch(batch, cfg("mlm:0.3"), 0, 4, fill)
+    out = views(batch, cfg("mlm:0.3"), 0, 3, fill)
+    assert out == views(batch, cfg("mlm:0.3"), 0, 3, fill)  # --resume
+    assert out[:6] != out[6:] and out != views(batch, cfg("mlm:0.3"), 0, 4, fill)
     assert all(sum(a != b for a, b in zip(s.split(), o.split())) == 3 for s, o in zip(batch, out))
 
 

@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 import data
+from formats import training_files
 from formats import senteval
 import train
 
@@ -64,7 +65,7 @@ def test_download_fetches_everything_once(hub, tmp_path):
     data.download(tmp_path / "data")
     data.download(tmp_path / "data")
     assert sorted(calls) == ["nli_for_simcse.csv", "senteval.tar", "wiki1m_for_simcse.txt"]
-    assert data.read_training_file(tmp_path / "data" / "nli" / "nli_for_simcse.csv")[0]
+    assert training_files.read(tmp_path / "data" / "nli" / "nli_for_simcse.csv")[0]
 
 
 def unpack_fails(tmp_path, tar_bytes, match):

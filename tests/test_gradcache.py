@@ -16,7 +16,7 @@ from extras import gradcache
 import simcse
 from bert import BertModel
 from formats.checkpoint import read_safetensors
-from infra.config import TrainConfig, check, check_examples
+from infra.config import TrainConfig, check, check_data_and_model
 from data import REPO
 from extras.mlm import MaskedLM
 from simcse import contrastive_loss, embed_views
@@ -37,7 +37,7 @@ def setup(folder, n_views, dropout, pooler="cls", do_mlm=False):
     if pooler != "cls":
         model.pooler.requires_grad_(False)  # as train.py: unused, untrained
     fast = Speed(torch.device("cpu"), compile=False, precision="fp32")
-    mlm = MaskedLM(model, tokenizer, folder, 42, 0) if do_mlm else None
+    mlm = MaskedLM(model, tokenizer, folder) if do_mlm else None
     model = fast.prepare(model).train()  # FastDropout; bert.py packs the real tokens
     rng = random.Random(0)
     n_sentences = N if n_views == 2 else 3 * N
@@ -50,7 +50,7 @@ def grads(model):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def one_pass(model, batch, n_views, cfg, mlm, step):
+def one_pass(model, batch, n_views, cfg, mlm, mlm_seed):
     """The loss over the whole batch in one autograd graph, its chunks of K embedded one after the other (so
     from the same random state as the cached step: the same masks), then the MLM passes."""
     n = len(batch["input_ids"]) // n_views
@@ -60,7 +60,7 @@ def one_pass(model, batch, n_views, cfg, mlm, step):
     z = torch.cat([embed_views(model, part(r), n_views, cfg.pooler, cfg.fixed_mask) for r in rows], dim=1)
     loss = contrastive_loss(z, cfg.temp, cfg.hard_negative_weight)
     if mlm:
-        masked, labels = mlm.masks(batch, step)
+        masked, labels = mlm.masks(batch, mlm_seed)
         logits, targets = zip(*(mlm.predictions(model, part(r), masked[r], labels[r]) for r in rows))
         loss = loss + cfg.mlm_weight * F.cross_entropy(torch.cat(logits), torch.cat(targets))  # the mean
     loss.backward()
@@ -80,12 +80,12 @@ def test_cached_gradient_equals_one_pass_with_the_same_masks(case, tiny_checkpoi
     cfg = TrainConfig(micro_batch=K, dropout=0.1, **kw)
     model, batch, mlm, fast = setup(tiny_checkpoint, n_views, 0.1, cfg.pooler, cfg.do_mlm)
     torch.manual_seed(7)
-    cached = gradcache.cached_backward(model, batch, n_views, cfg, lambda z: z, fast.autocast, mlm, step=3)
+    cached = gradcache.cached_backward(model, batch, n_views, cfg, lambda z: z, fast.autocast, mlm, 3)
     after = torch.get_rng_state()
     ours = grads(model)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(7)
-    reference = one_pass(model, batch, n_views, cfg, mlm, step=3)
+    reference = one_pass(model, batch, n_views, cfg, mlm, mlm_seed=3)
     expected = grads(model)
     assert ours.keys() == expected.keys() and (not cfg.do_mlm or any("lm_head" in k for k in ours))
     scale = max(g.abs().max().item() for g in expected.values())
@@ -140,7 +140,8 @@ def test_a_bad_micro_batch_is_one_line_before_any_work(tiny_checkpoint, tmp_path
                                              r"divides --batch-size 8$"):
             check(TrainConfig(batch_size=8, micro_batch=bad))
     with pytest.raises(ValueError, match=r"^--micro-batch 8: .* each of 2 processes' 4 examples$"):
-        check_examples(TrainConfig(batch_size=8, micro_batch=8), "x.txt", [("a", "a")] * 8, world_size=2)
+        check_data_and_model(TrainConfig(batch_size=8, micro_batch=8), "x.txt", [("a", "a")] * 8, 2, None,
+                             None)
     run = train_cli(["--model", tiny_checkpoint, "--batch-size", "8", "--micro-batch", "3", "--output-dir",
                      str(tmp_path / "run")])
     assert run.returncode == 1 and run.stderr.strip().count("\n") == 0 and "--micro-batch 3" in run.stderr

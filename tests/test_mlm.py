@@ -18,12 +18,11 @@ from formats.checkpoint import read_safetensors
 from infra.config import TrainConfig, check, parse_args
 from data import REPO
 from extras.mlm import IGNORE, MaskedLM, load_head, mask_tokens
-import data
 import simcse
 from simcse import reset_mlp
 from infra.speed import Speed
 from formats.tokenizer import load_tokenizer
-from train import train
+from train import MLM_MASKS, step_seed, train
 
 SENTENCES = ["A man is playing a guitar.", "Two dogs run through a field of tall grass.", "Hello!",
              "Stocks fell sharply on Tuesday after the central bank raised interest rates.",
@@ -165,12 +164,13 @@ def test_loss_and_gradients_equal_the_authors_cl_forward(family, n_views):
     torch.manual_seed(cfg.seed)
     reset_mlp(model)
     fast = Speed(torch.device("cpu"), precision="fp32")  # as cl_forward: fp32
-    mlm = MaskedLM(model, tokenizer, folder, cfg.seed, 0)
+    mlm = MaskedLM(model, tokenizer, folder)
     params = [p for p in model.parameters() if p.requires_grad]
     examples = [(s, s, SENTENCES[-1 - i]) for i, s in enumerate(SENTENCES)]
     batch = tokenizer([e[k] for k in range(n_views) for e in examples])  # view by view, as train.py
     step = 7
-    loss = simcse.loss(fast.prepare(model).train(), batch, n_views, cfg, None, mlm, step)  # as train.py
+    mlm_seed = step_seed(cfg.seed, 0, step, MLM_MASKS)  # the step's draw, as train.update's
+    loss = simcse.loss(fast.prepare(model).train(), batch, n_views, cfg, None, mlm, mlm_seed)  # as train.py
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     ours_loss = loss.item()
@@ -189,8 +189,7 @@ def test_loss_and_gradients_equal_the_authors_cl_forward(family, n_views):
         for ours_name, their_name in names.items():
             theirs[their_name].weight.copy_(getattr(mlm.head, ours_name).weight)
             theirs[their_name].bias.copy_(getattr(mlm.head, ours_name).bias)
-    step_seed = data.step_seed(cfg.seed, 0, step, data.MLM_MASKS)  # the step's draw
-    masked, labels = our_mask(tokenizer, batch["input_ids"], step_seed)
+    masked, labels = our_mask(tokenizer, batch["input_ids"], mlm_seed)
     their_layout = lambda t: t.view(n_views, len(examples), -1).transpose(0, 1).contiguous()  # (bs, views, L)
     their_batch = {k: their_layout(v) for k, v in batch.items() if not (roberta and k == "token_type_ids")}
     their_params = dict(encoder.named_parameters(), **{"pooler." + k: v for k, v in mlp.named_parameters()},

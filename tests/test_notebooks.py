@@ -26,8 +26,8 @@ def test_notebook_runs(path, data_root, tiny_checkpoint, monkeypatch, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     work = tmp_path / "notebooks"  # a copy, so that the committed figures stay those of the full run
     work.mkdir()
-    for module in REPO.glob("*.py"):  # the project's modules, importable from the copy's parent folder
-        os.symlink(module, tmp_path / module.name)
+    for module in [*REPO.glob("*.py"), *(p.parent for p in REPO.glob("*/__init__.py"))]:  # the project's
+        os.symlink(module, tmp_path / module.name)  # modules and packages, importable from the copy's parent
     NotebookClient(notebook, timeout=900, kernel_name="python3",
                    resources={"metadata": {"path": str(work)}}).execute()
     errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs

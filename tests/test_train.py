@@ -9,12 +9,13 @@ import torch.nn.functional as F
 import transformers
 
 import data
+from formats import training_files
 from formats import senteval
 from bert import BertConfig, BertModel
 from formats.tokenizer import load_tokenizer
 from simcse import contrastive_loss, embed_views, pool
 from infra.config import PRESETS, TrainConfig, parse_args
-from train import train
+from train import DROPOUT, step_seed, train
 
 # --- The objectives, against loop-based computations of the paper's equations ------------------
 
@@ -88,7 +89,7 @@ def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
     """What train.py runs on a GPU (torch.compile, every batch padded to max_length, no packing) keeps dropout
     the augmentation: two views differ, two steps differ, the same step's seed repeats, p = 0 gives equal
     views."""
-    dropout_seed = lambda seed, rank, step: data.step_seed(seed, rank, step, data.DROPOUT)  # as train.py
+    dropout_seed = lambda seed, rank, step: step_seed(seed, rank, step, DROPOUT)  # as train.py
     tokenizer = load_tokenizer(minilm_dir)
     batch = tokenizer(["A man is playing a guitar.", "Two dogs run through a field."] * 2, 32,
                       pad_to_max_length=True)
@@ -121,14 +122,14 @@ def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
 
 def test_sentence_file_skips_and_counts_blank_lines(tmp_path):
     (tmp_path / "wiki.txt").write_text("First sentence.\n\n   \nSecond one.\r\n")
-    examples, skipped = data.read_training_file(tmp_path / "wiki.txt")
+    examples, skipped = training_files.read(tmp_path / "wiki.txt")
     assert (examples == [("First sentence.", "First sentence."), ("Second one.", "Second one.")]
             and skipped == 2)
 
 
 def test_nli_csv(tmp_path):
     (tmp_path / "nli.csv").write_text('sent0,sent1,hard_neg\n"A man, tall.",A man.,A woman.\n\n')
-    examples, skipped = data.read_training_file(tmp_path / "nli.csv")
+    examples, skipped = training_files.read(tmp_path / "nli.csv")
     assert examples == [("A man, tall.", "A man.", "A woman.")] and skipped == 1
 
 
@@ -137,7 +138,7 @@ def test_csv_row_with_wrong_column_count_names_file_and_line(tmp_path):
     path.write_text("sent0,sent1,hard_neg\na,b,c\nd,e\n")
     with pytest.raises(data.DataError,
                        match=rf"{path}:3: expected 3 columns \(sent0,sent1,hard_neg\), found 2"):
-        data.read_training_file(path)
+        training_files.read(path)
 
 
 @pytest.mark.parametrize("columns", [2, 3])
@@ -148,11 +149,11 @@ def test_an_unclosed_quote_refuses_the_file_naming_its_own_line(columns, tmp_pat
     rows[901] = 'a,"b' + ",c" * (columns - 2)  # line 902; before, it swallowed the 98 lines after it
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(data.DataError, match=rf"{path}:902: .*quote"):
-        data.read_training_file(path)
+        training_files.read(path)
     rows[901], rows[950] = 'a,"b', 'c",d' + ",e" * (columns - 2)  # a quote closed 49 lines later
     path.write_text("\n".join(rows) + "\n")
     with pytest.raises(data.DataError, match=rf"{path}:902: a quoted field runs on to line 951"):
-        data.read_training_file(path)
+        training_files.read(path)
 
 
 def test_a_fifo_is_not_a_training_file(tmp_path):
@@ -165,7 +166,7 @@ def test_non_utf8_training_file_names_file_and_line(tmp_path):
     path = tmp_path / "wiki.txt"
     path.write_bytes("ok\nalso ok\n".encode() + b"caf\xe9\n")
     with pytest.raises(data.DataError, match=rf"{path}:3: not valid UTF-8"):
-        data.read_training_file(path)
+        training_files.read(path)
 
 
 def test_presets_and_overrides():
@@ -180,14 +181,15 @@ def test_presets_and_overrides():
 
 
 def test_seed_and_max_length_out_of_range_are_one_line(tiny_checkpoint):
-    from infra.config import check, check_max_length
+    from infra.config import check, check_data_and_model
     for seed in (-1, 2**64):
         with pytest.raises(ValueError, match=rf"--seed {seed}: expected an integer in \[0, 2\*\*63\)"):
             check(TrainConfig(seed=seed))
     tokenizer, model = load_tokenizer(tiny_checkpoint), BertModel.from_pretrained(tiny_checkpoint)
-    check_max_length(TrainConfig(max_length=512), tokenizer, model)
+    examples = [("a", "a")] * 64
+    check_data_and_model(TrainConfig(max_length=512), "x.txt", examples, 1, tokenizer, model)
     with pytest.raises(ValueError, match="--max-length 100000: expected at most 512"):  # not capped silently
-        check_max_length(TrainConfig(max_length=100000), tokenizer, model)
+        check_data_and_model(TrainConfig(max_length=100000), "x.txt", examples, 1, tokenizer, model)
 
 
 # --- A whole run, with a tiny random BERT so that it takes seconds --------------------------------
@@ -336,12 +338,12 @@ def test_what_trains_is_bert_py_as_written(path, tiny_checkpoint, data_root, tmp
                 calls.append((now["step"], _name))
             return _forward(self, *args, **kwargs)
         monkeypatch.setattr(cls, "forward", spy)
-    step = train_module.Trainer.step
+    update = train_module.update
 
-    def counted(self, sentences, n_views, s):
+    def counted(parts, cfg, sentences, n_views, s):
         now["step"] = s
-        return step(self, sentences, n_views, s)
-    monkeypatch.setattr(train_module.Trainer, "step", counted)
+        return update(parts, cfg, sentences, n_views, s)
+    monkeypatch.setattr(train_module, "update", counted)
     if path != "cpu":
         init = speed.Speed.__init__
 
