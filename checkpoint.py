@@ -12,9 +12,11 @@ import os
 import re
 import warnings
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import torch
 
+from files import write_file, write_files
 from simcse import POOLERS, embedding_pooler
 
 MODEL_TYPES = {"bert": "BertModel", "roberta": "RobertaModel"}  # config.json's model_type: the architecture
@@ -127,14 +129,27 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
 
 
 def save_model(model, folder):
-    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them. The encoder only:
-    an MLM head (`lm_head`, trained with --do-mlm, mlm.py) is a training device, kept in last/ to resume."""
-    os.makedirs(folder, exist_ok=True)
+    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them."""
+    write_files(model_files(model, folder))
+
+
+def model_files(model, folder):
+    """{path: content} of config.json and model.safetensors in folder. The encoder only: an MLM head
+    (`lm_head`, trained with --do-mlm, mlm.py) is a training device, kept in last.pt to resume."""
     config = {"architectures": [MODEL_TYPES[model.config.model_type]], **asdict(model.config)}
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
     encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
-    write_safetensors(encoder, os.path.join(folder, "model.safetensors"))
+    return {os.path.join(folder, "config.json"): json.dumps(config, indent=2),
+            os.path.join(folder, "model.safetensors"): safetensors_bytes(encoder)}
+
+
+def checkpoint_files(model, tokenizer, cfg, folder):
+    """{path: content} of the checkpoint in folder that train.py keeps (best/) of a run with TrainConfig cfg:
+    the tokenizer's files, the sentence-transformers files, train_config.json, then config.json and
+    model.safetensors, last."""
+    files = {os.path.join(folder, Path(p).name): Path(p).read_bytes() for p in tokenizer.files}  # as copied
+    files.update(sentence_transformers_files(model, embedding_pooler(cfg.pooler, cfg.mlp_only_train), folder))
+    files[os.path.join(folder, "train_config.json")] = json.dumps(asdict(cfg), indent=2)
+    return {**files, **model_files(model, folder)}
 
 
 # --- Which model, and which of its embeddings -------------------------------------------------------
@@ -162,7 +177,11 @@ def checkpoint_pooler(model_name_or_path):
 
 # --- Checkpoints that other tools read with the right pooler -------------------------------------
 
-def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
+def save_sentence_transformers(model, folder, pooler, max_seq_length=128):  # (the files below)
+    write_files(sentence_transformers_files(model, pooler, folder, max_seq_length))
+
+
+def sentence_transformers_files(model, pooler, folder, max_seq_length=128):
     """Next to a Hugging Face checkpoint, the files with which sentence-transformers builds *this* embedding.
 
     Without them it silently builds mean pooling, which is not SimCSE's [CLS] embedding. cls_before_pooler
@@ -173,10 +192,9 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
     if pooler not in POOLERS:
         raise ValueError(f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
 
-    def write(name, content):
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), "w") as f:
-            f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
+    files = {}
+    write = lambda name, content: files.update({os.path.join(folder, name): content if isinstance(
+        content, (str, bytes)) else json.dumps(content, indent=2)})
 
     readme = (f"# SimCSE sentence encoder\n\nA BERT checkpoint in the Hugging Face layout trained with "
               f"SimCSE (https://github.com/princeton-nlp/SimCSE). Its sentence embedding is the `{pooler}` "
@@ -187,7 +205,7 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
         write("README.md", readme + f"- sentence-transformers has no `{pooler}` pooling, so this folder has "
                                     "no modules.json: `SentenceTransformer(path)` would build mean "
                                     "pooling, a different embedding.\n")
-        return
+        return files
     hidden = model.config.hidden_size
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
@@ -201,14 +219,14 @@ def save_sentence_transformers(model, folder, pooler, max_seq_length=128):
                         "type": "sentence_transformers.models.Dense"})
         write("2_Dense/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
                                       "activation_function": "torch.nn.modules.activation.Tanh"})
-        write_safetensors({"linear.weight": model.pooler.dense.weight,
-                           "linear.bias": model.pooler.dense.bias},
-                          os.path.join(folder, "2_Dense", "model.safetensors"))
+        write("2_Dense/model.safetensors", safetensors_bytes({"linear.weight": model.pooler.dense.weight,
+                                                             "linear.bias": model.pooler.dense.bias}))
     write("modules.json", modules)
     write("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
     write("config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
     write("README.md", readme + "- sentence-transformers: `SentenceTransformer(path)` (modules.json builds "
                                 "this embedding)\n")
+    return files
 
 
 # --- safetensors: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes -----------
@@ -247,6 +265,10 @@ def read_safetensors(path):
 
 
 def write_safetensors(tensors, path):
+    write_file(path, safetensors_bytes(tensors))  # never a half-written checkpoint
+
+
+def safetensors_bytes(tensors):
     names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for name, t in tensors.items():
@@ -257,10 +279,4 @@ def write_safetensors(tensors, path):
         offset += len(b)
     head = json.dumps(header).encode()
     head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)  # never a half-written checkpoint
+    return b"".join([len(head).to_bytes(8, "little"), head] + blobs)

@@ -60,7 +60,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)  # linear to 0
     state = run.start(model, optimizer, schedule, (train_path, len(examples)), dev.source)  # or --resume's
     step_model = procs.wrap(fast.prepare(model))  # the same network, faster (speed.py); DDP under torchrun
-    guard = NonFiniteGuard(optimizer, procs.device, procs, run.nonfinite(), fast.check_every)  # guard.py
+    guard = NonFiniteGuard(optimizer, procs.device, procs, state["nonfinite"], fast.check_every)  # guard.py
     procs.print(f"{len(examples)} examples from {train_path} ({skipped} blank lines or rows skipped); "
                 f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
                 f"model {model_name} on {procs.device}; evaluating with {pooler}")
@@ -69,7 +69,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         loss = guard.mean_loss()
         if procs.master:
             run.save(step, loss, eval_sts.dev_metrics(model, tokenizer, dev, pooler),
-                     int(guard.nonfinite.item()), model, tokenizer, optimizer, schedule)  # log, best/, last/
+                     int(guard.nonfinite.item()), model, tokenizer, optimizer, schedule)  # log, best/, state
         procs.wait()
 
     if not state["log"]:
@@ -127,5 +127,8 @@ def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progres
 
 if __name__ == "__main__":
     cfg, options = parse_args(None, __doc__)
-    with command_errors("nothing is lost; continue with the same command and --resume"):
+    interrupted = "nothing is lost; continue with the same command and --resume"
+    if options["overwrite"]:  # its deletion of the old run may have begun
+        interrupted = "the same command starts over; --resume in place of --overwrite keeps its saves"
+    with command_errors(interrupted):
         train(cfg, **options)
