@@ -1,1 +1,2 @@
-"""What the tests share: the fault harness run as a program (cut_train.py) and helpers for runs (runs.py)."""
+"""What the tests share: programs run in a process of their own (cut_train.py, the fault harness;
+without_fcntl.py) and helpers for runs (runs.py)."""
