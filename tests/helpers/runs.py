@@ -42,12 +42,12 @@ def log_without_seconds(out):
 
 
 def resume_state(out):
-    """last.pt as plain values, every tensor as its dtype, shape and bytes, without the seconds of its log (the
-    one thing two runs may not share). Not its own bytes: pickle writes a string once per object, and a
+    """last.pt as plain values, every tensor as its dtype, shape and bytes, without the seconds of its log
+    (the one thing two runs may not share). Not its own bytes: pickle writes a string once per object, and a
     resumed run's keys are other string objects with the same text."""
     def plain(x):
         if isinstance(x, torch.Tensor):
-            return str(x.dtype), tuple(x.shape), x.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            return str(x.dtype), tuple(x.shape), bytes(x.contiguous().reshape(-1).view(torch.uint8).numpy())
         if isinstance(x, dict):
             return {k: plain(v) for k, v in x.items() if k != "seconds"}
         return [plain(v) for v in x] if isinstance(x, (list, tuple)) else x
