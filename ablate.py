@@ -151,7 +151,8 @@ def write_entailment_pairs(out, data_dir):
 
 
 def log_of(run):
-    return [json.loads(line) for line in (Path(run["folder"]) / "log.jsonl").read_text().splitlines()]
+    log = Path(run["folder"]) / "log.jsonl"
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
 
 
 def trajectory(runs):

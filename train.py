@@ -45,7 +45,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     check_data_and_model(cfg, train_path, examples, procs.world_size, tokenizer, model)  # (config.py)
     parts = setup(cfg, model, tokenizer, model_name, procs, total_steps, compile)
     state = run.start(model, parts.optimizer, parts.schedule, (train_path, len(examples)), dev.source)
-    parts.guard.nonfinite += run.nonfinite()  # updates skipped before a --resume
+    parts.guard.nonfinite += state["nonfinite"]  # updates skipped before a --resume
     procs.print(f"{len(examples)} examples from {train_path} ({skipped} blank lines or rows skipped); "
                 f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
                 f"model {model_name} on {procs.device}; evaluating with {pooler}")
@@ -57,7 +57,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         if procs.master:
             run.save(step, loss, eval_sts.dev_metrics(model, tokenizer, dev, pooler),
                      int(parts.guard.nonfinite.item()), model, tokenizer, parts.optimizer,
-                     parts.schedule)  # log, best/, last/
+                     parts.schedule)  # log, best/, the state to resume from
         procs.wait()
 
     if not state["log"]:
@@ -164,5 +164,8 @@ def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progres
 
 if __name__ == "__main__":
     cfg, options = parse_args(None, __doc__)
-    with command_errors("nothing is lost; continue with the same command and --resume"):
+    interrupted = "nothing is lost; continue with the same command and --resume"
+    if options["overwrite"]:  # its deletion of the old run may have begun
+        interrupted = "the same command starts over; --resume in place of --overwrite keeps its saves"
+    with command_errors(interrupted):
         train(cfg, **options)

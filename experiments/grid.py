@@ -9,8 +9,9 @@ import statistics
 import time
 from pathlib import Path
 
-from infra import config
 import train
+from formats.files import write_file
+from infra import config
 from infra.run_folder import RunFolder
 
 
@@ -38,7 +39,7 @@ def cell(s):
 def plan_grid(out: Path, settings, seeds, common):
     """Every run of a grid, checked before any runs: settings are (name, folder, train.py flags), each run
     <out>/<folder>/seed-<seed> with the flags `common + flags`. Returns [(name, seed, folder, cfg, options,
-    done)]; a run with run.json or last/ is resumed, one with sweep_run.json is done."""
+    done)]; a run with run.json is resumed, one with sweep_run.json is done."""
     plan = []  # parse every run's flags before running any, so that a typo stops nothing half-way
     for name, subfolder, flags in settings:
         for seed in seeds:
@@ -46,7 +47,7 @@ def plan_grid(out: Path, settings, seeds, common):
             argv_run = common + shlex.split(flags) + ["--seed", str(seed), "--output-dir", str(folder)]
             cfg, options = config.parse_args(argv_run)
             config.check(cfg)  # values in range, the model found
-            resume = (folder / "run.json").exists() or (folder / "last" / "state.json").exists()
+            resume = (folder / "run.json").exists()
             done = (folder / "sweep_run.json").exists()
             if not done:  # a run to go on with must have the same settings
                 RunFolder(cfg, resume=resume, overwrite=options["overwrite"])
@@ -75,8 +76,8 @@ def run_grid(plan, names, report):
                       "best_step": trained["step"], "start": result["log"][0]["stsb_dev"],
                       "test_avg": result["test"]["Avg"] if result["test"] else None,
                       "seconds": round(time.perf_counter() - start, 1)}  # of the call that finished it
-            result_file.write_text(json.dumps(record, indent=2))
-        runs.append(json.loads(result_file.read_text()))
+            write_file(result_file, json.dumps(record, indent=2))
+        runs.append(json.loads(result_file.read_text(encoding="utf-8")))
         summary = {s: {"stsb_dev": summarize([r["stsb_dev"] for r in runs if r["setting"] == s]),
                        "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])}
                    for s in names}
@@ -85,14 +86,14 @@ def run_grid(plan, names, report):
 
 
 def write_report(out: Path, settings, runs, summary, command):
-    (out / "sweep.json").write_text(json.dumps({"command": command, "runs": runs, "summary": summary},
-                                               indent=2))
+    report = {"command": command, "runs": runs, "summary": summary}
+    write_file(out / "sweep.json", json.dumps(report, indent=2))
     lines = ["| setting | n | best STS-B dev, mean ± std [min, max] | test Avg., mean ± std [min, max] |",
              "|---|---|---|---|"]
     lines += [f"| `{s}` | {v['stsb_dev']['n']} | {cell(v['stsb_dev'])} | {cell(v['test_avg'])} |"
               for s, v in summary.items()]
     table = "\n".join(lines)
-    (out / "sweep.md").write_text(f"`{command}`\n\n{table}\n")
+    write_file(out / "sweep.md", f"`{command}`\n\n{table}\n")  # UTF-8, as every file written: "±"
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -14,6 +14,7 @@ from dataclasses import asdict, fields
 
 import torch
 
+from formats.files import write_file, write_files
 
 MODEL_TYPES = {"bert": "BertModel", "roberta": "RobertaModel"}  # config.json's model_type: the architecture
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")  # "name" or "owner/name"
@@ -149,14 +150,17 @@ def load_hf_state_dict(model, state_dict, source="state dict"):
 
 
 def save_model(model, folder):
-    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them. The encoder only:
-    an MLM head (`lm_head`, trained with --do-mlm, mlm.py) is a training device, kept in last/ to resume."""
-    os.makedirs(folder, exist_ok=True)
+    """config.json + model.safetensors; `transformers.AutoModel.from_pretrained` reads them."""
+    write_files(model_files(model, folder))
+
+
+def model_files(model, folder):
+    """{path: content} of config.json and model.safetensors in folder. The encoder only: an MLM head
+    (`lm_head`, trained with --do-mlm, mlm.py) is a training device, kept in last.pt to resume."""
     config = {"architectures": [MODEL_TYPES[model.config.model_type]], **asdict(model.config)}
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
     encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("lm_head.")}
-    write_safetensors(encoder, os.path.join(folder, "model.safetensors"))
+    return {os.path.join(folder, "config.json"): json.dumps(config, indent=2),
+            os.path.join(folder, "model.safetensors"): safetensors_bytes(encoder)}
 
 
 # --- Which model, and which of its embeddings -------------------------------------------------------
@@ -206,6 +210,10 @@ def read_safetensors(path):
 
 
 def write_safetensors(tensors, path):
+    write_file(path, safetensors_bytes(tensors))  # never a half-written checkpoint
+
+
+def safetensors_bytes(tensors):
     names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for name, t in tensors.items():
@@ -216,10 +224,4 @@ def write_safetensors(tensors, path):
         offset += len(b)
     head = json.dumps(header).encode()
     head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(len(head).to_bytes(8, "little"))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)  # never a half-written checkpoint
+    return b"".join([len(head).to_bytes(8, "little"), head] + blobs)

@@ -1,8 +1,7 @@
 """Files read and written so that nothing is half-read or half-written: UTF-8 text whose errors name the file
-and line, and writes that replace a file whole (the old one or the new one, never half of one)."""
+and line, and writes that replace files whole (each the old one or the new one, never half of one)."""
 import errno
 import os
-import shutil
 from pathlib import Path
 
 
@@ -11,10 +10,8 @@ class DataError(ValueError):
 
 
 def read_text(path) -> str:
-    """A UTF-8 text file with \\n line ends (a BOM is dropped; CRLF read as LF); bad bytes are a clear
-    error."""
-    path = Path(path)
-    if not path.exists():
+    """A UTF-8 text file with \\n line ends (a BOM is dropped; CRLF read as LF); bad bytes name their line."""
+    if not (path := Path(path)).exists():
         raise FileNotFoundError(f"{path}: not found")
     raw = path.read_bytes()
     try:
@@ -29,28 +26,30 @@ def read_lines(path):
     return read_text(path).splitlines()
 
 
-def write_file(path: Path, text):
-    os.replace(fill_file(path, text), path)  # the old file or the new one, never half of one
+def write_file(path, data):
+    write_files({path: data})
 
 
-def fill_file(path: Path, text):
-    """`text` written beside `path`, as <path>.tmp (removed again if the write fails): returns that file."""
-    tmp = path.with_name(path.name + ".tmp")
+def write_files(files, if_full=""):
+    """{path: text (as UTF-8) or bytes}, each written as <path>.tmp and synced, then all renamed into place in
+    order: a failure while writing (a full disk: one line naming the file, + if_full) keeps every old file."""
+    paths, written = [Path(os.path.realpath(p)) for p in files], []  # through a link: its target
     try:
-        tmp.write_text(text)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise disk_full(e, path, len(text.encode())) or e
-    return tmp
-
-
-def disk_full(error, path: Path, needs):
-    """ENOSPC (or torch.save's write failure, a RuntimeError from its zip writer) as one line naming the file
-    being written; None for any other error."""
-    torch_write = isinstance(error, RuntimeError) and "PytorchStreamWriter" in str(error)
-    if not (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) or torch_write):
-        return None
-    free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
-    what = "no space left on the device" if isinstance(error, OSError) else "the write failed (disk full?)"
-    return OSError(f"{path}: {what}: this save needs about {needs / 2**20:.1f} MiB, {free / 2**20:.1f} MiB "
-                   f"free; the previous results are kept: free space and continue with --resume")
+        for path, data in zip(paths, files.values()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(path.with_name(path.name + ".tmp"))
+            with open(written[-1], "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())  # on the disk before the rename: a power cut leaves the old or the new
+    except BaseException as e:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(f"{path}: no space left on the device{if_full}") from None
+        raise
+    for tmp, path in zip(written, paths):
+        os.replace(tmp, path)
+    for folder in {path.parent for path in paths} if os.name == "posix" else ():  # Windows opens no folder
+        os.fsync(fd := os.open(folder, os.O_RDONLY))  # the renames on the disk too
+        os.close(fd)

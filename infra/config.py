@@ -10,7 +10,7 @@ from extras import augment
 from formats.checkpoint import check_model
 from infra.cli import add_common_flags
 from formats.files import DataError
-from simcse import POOLERS, SIMILARITIES
+from simcse import POOLERS, SIMILARITIES, embedding_pooler
 from infra.speed import PRECISIONS
 
 
@@ -40,6 +40,10 @@ class TrainConfig:
     seed: int = 42
     precision: str = "auto"  # bf16 autocast where the hardware multiplies bf16 fast (speed.py), else fp32
     data_dir: Optional[str] = None
+
+    @property
+    def embedding(self):  # the embedding the run trains for and is evaluated with (section 3)
+        return embedding_pooler(self.pooler, self.mlp_only_train)
 
 
 # The authors' run_unsup_example.sh / run_sup_example.sh, and CPU-sized variants on the offline model.

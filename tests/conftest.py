@@ -77,7 +77,7 @@ def tiny_roberta(roberta_tokenizer_dir, tmp_path_factory):
 def finished_run(tiny_checkpoint, data_root, tmp_path_factory):
     """One uninterrupted tiny run of train.py (12 steps of 8, STS-B dev every 4) with a test_scores.json, as
     a run with the test would leave, and the flags that made it: the reference every interrupted, resumed or
-    refused run is held against (test_resume.py, test_safety.py). Read it; copy it to change it."""
+    refused run is held against (test_resume.py, test_run_folder.py). Read it; copy it to change it."""
     import json
     import subprocess
     import sys

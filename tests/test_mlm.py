@@ -14,7 +14,6 @@ from transformers.models.bert.modeling_bert import BertLMPredictionHead
 from transformers.models.roberta.modeling_roberta import RobertaLMHead
 
 from bert import BertModel
-from formats.checkpoint import read_safetensors
 from infra.config import TrainConfig, check, parse_args
 from data import REPO
 from extras.mlm import IGNORE, MaskedLM, load_head, mask_tokens
@@ -230,13 +229,13 @@ def test_flags_are_checked(tiny_checkpoint):
     check(parse_args(["--do-mlm", "--mlm-weight", "0"])[0])
 
 
-def test_run_saves_the_head_in_last_and_an_encoder_in_best(tiny_checkpoint, data_root, tmp_path):
+def test_run_saves_the_head_in_the_resume_state_and_an_encoder_in_best(tiny_checkpoint, data_root, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(model=tiny_checkpoint, output_dir=str(out), batch_size=8, max_steps=2, eval_steps=2,
                       do_mlm=True, data_dir=str(data_root))
     result = train(cfg, progress=False, test=False)
     assert all(r["loss"] is None or r["loss"] > 0 for r in result["log"])
-    last = read_safetensors(str(out / "last" / "model.safetensors"))
+    last = torch.load(out / "last.pt", weights_only=True)["model"]
     head = {f"lm_head.{m}.{p}" for m in ("dense", "LayerNorm", "decoder") for p in ("weight", "bias")}
     assert {k for k in last if k.startswith("lm_head.")} == head
     start = load_head(BertModel.from_pretrained(tiny_checkpoint), tiny_checkpoint)
@@ -251,13 +250,13 @@ def test_without_mlm_a_run_is_what_it_was(tiny_checkpoint, data_root, tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(model=tiny_checkpoint, output_dir=str(out), batch_size=8, max_steps=1, eval_steps=1,
                       data_dir=str(data_root)), progress=False, test=False)
-    last = read_safetensors(str(out / "last" / "model.safetensors"))
+    last = torch.load(out / "last.pt", weights_only=True)["model"]
     assert not any(k.startswith("lm_head.") for k in last)
     assert "do_mlm" not in json.loads((out / "run.json").read_text())["config"]
 
 
 def test_resume_with_mlm_on_roberta_is_bit_identical(tiny_roberta, data_root, tmp_path):
-    from test_resume import ARGS, kill_and_resume
+    from helpers.runs import ARGS, kill_and_resume
     kill_and_resume(ARGS + ["--model", tiny_roberta, "--data-dir", str(data_root), "--do-mlm"], tmp_path, 8)
 
 
@@ -271,5 +270,5 @@ def test_torchrun_with_mlm_on_roberta(tiny_roberta, data_root, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 2] and log[-1]["nonfinite"] == 0
-    last = read_safetensors(str(tmp_path / "run" / "last" / "model.safetensors"))
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert any(k.startswith("lm_head.") for k in last)
