@@ -50,8 +50,6 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
                 f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
                 f"model {model_name} on {procs.device}; evaluating with {pooler}")
 
-    batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])  # resumed too
-
     def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
         loss = parts.guard.mean_loss()
         if procs.master:
@@ -63,6 +61,7 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     if not state["log"]:
         procs.print("step 0: evaluating the starting model on STS-B dev ...")
         evaluate_dev(0)
+    batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])
     bar = tqdm(range(state["step"] + 1, total_steps + 1), "train", disable=not (progress and procs.master))
     for step in bar:
         rows = procs.share(next(batches))  # this process's examples of the step's batch
