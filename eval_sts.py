@@ -1,4 +1,4 @@
-"""STS evaluation as in the SimCSE paper (section 5.1): Spearman correlation x100 between the cosine
+"""STS evaluation as in the SimCSE paper (section 6.1; Table 5): Spearman correlation x100 between the cosine
 similarity of two sentence embeddings and the gold score, on STS12-16, STS-B and SICK-R.
 
 Numbers match the authors' SentEval-based evaluation: STS12-16 in the "all" setting (the subsets of a year
@@ -86,7 +86,7 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
 
 
 def dev_metrics(model, tokenizer, dev: STSPairs, pooler):
-    """What training selects models by: STS-B dev Spearman x100, and the analysis of section 5 on it --
+    """What training selects models by: STS-B dev Spearman x100, and the analysis of section 2 on it --
     alignment (pairs with a gold score above 4) and uniformity (all its sentences)."""
     sentences = list(dict.fromkeys(dev.sent1 + dev.sent2))
     z = F.normalize(encode(model, tokenizer, sentences, pooler), dim=-1)

@@ -1,6 +1,6 @@
-"""Transfer tasks as the SimCSE paper evaluates them: SentEval's seven sentence classification tasks -- MR,
-CR, SUBJ, MPQA, SST-2, TREC, MRPC -- each a logistic regression trained on frozen sentence embeddings; the
-score is its test accuracy (MRPC also F1), "Avg." the mean of the seven.
+"""Transfer tasks as the SimCSE paper evaluates them (Appendix E, Table E.1): SentEval's seven sentence
+classification tasks -- MR, CR, SUBJ, MPQA, SST-2, TREC, MRPC -- each a logistic regression trained on frozen
+sentence embeddings; the score is its test accuracy (MRPC also F1), "Avg." the mean of the seven.
 
 The protocol is that of the authors' `evaluation.py --task_set transfer --mode test`, i.e. SentEval's
 (senteval/tools/validation.py and classifier.py; each task's file in senteval/):

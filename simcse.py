@@ -1,7 +1,7 @@
-"""SimCSE (Gao, Yao & Chen, EMNLP 2021), the method in the paper's order: the poolers (a sentence embedding
-read off BERT), two dropout views of a batch (section 3), the contrastive objective (eq. 1; eq. 5 with hard
-negatives, section 4) and a batch's loss in one call, alignment and uniformity (section 5). train.py puts them
-to work; the authors' tool for a trained model is tool.py's SimCSE."""
+"""SimCSE (Gao, Yao & Chen, EMNLP 2021 = arXiv 2104.08821v4, the version cited throughout), the method in
+the paper's order: the poolers (a sentence embedding read off BERT), two dropout views of a batch (section
+3), the contrastive objective (eq. 1; eq. 5 with hard negatives, section 4) and a batch's loss in one call,
+alignment and uniformity (section 2). train.py puts them to work; tool.py's SimCSE uses a trained model."""
 import torch
 import torch.nn.functional as F
 
@@ -85,7 +85,7 @@ def loss(model, batch, n_views, cfg, gather=None, mlm=None, mlm_seed=0):
     return total + cfg.mlm_weight * mlm.loss(model, batch, mlm_seed) if mlm else total
 
 
-# --- Analysis: alignment and uniformity (Wang & Isola, 2020; section 5, Figure 2) ------------------------
+# --- Analysis: alignment and uniformity (Wang & Isola, 2020; section 2, eq. 2 and 3; Figure 2) --------
 
 def alignment(x, y):
     """E ||f(x) - f(x+)||^2 over positive pairs of L2-normalised embeddings (lower is better)."""

@@ -143,7 +143,7 @@ def step_seed(seed, process, step, stream):
 
 def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progress=True):
     """best/ on the seven STS test sets (test_scores.json; Table 5 of the paper) and, asked, SentEval's
-    transfer tasks (transfer_scores.json; Table 2)."""
+    transfer tasks (transfer_scores.json; Appendix E, Table E.1)."""
     best, log = run.state["best"], run.state["log"]
     print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} "
           f"(step 0: {log[0]['stsb_dev']:.2f}); checkpoint in {run.out / 'best'}")
