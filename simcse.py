@@ -65,14 +65,20 @@ def contrastive_loss(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
     z (2, N, d): anchors h_i and positives h_i+: eq. 1,  -log e^{sim(h_i,h_i+)/t} / sum_j e^{sim(h_i,h_j+)/t}.
     z (3, N, d): and hard negatives h_i- (contradictions) of every anchor in the denominator: eq. 5, with
     hard_negative_weight w added to each anchor's own hard-negative logit, as the authors' code (e^w x)."""
+    return F.cross_entropy(*logits(z, temp, hard_negative_weight, similarity))
+
+
+def logits(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
+    """(logits, labels) of contrastive_loss: row i holds sim(h_i, h_j+) / temp for every j (and the hard
+    negatives' columns), and labels[i] = i, the column of anchor i's own positive."""
     with torch.autocast(z.device.type, enabled=False):  # in fp32, whatever the encoder ran in
         z = F.normalize(z.float(), dim=-1) if similarity == "cos" else z.float()  # unit vectors: dot = cos
         n = z.shape[1]
-        logits = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
+        scores = z[0] @ z[1:].flatten(0, 1).T / temp  # (N, N) anchors x positives [| hard negatives]
         labels = torch.arange(n, device=z.device)  # anchor i's positive is column i
         if z.shape[0] == 3:  # anchor i's own hard negative is column n + i
-            logits = logits + hard_negative_weight * F.one_hot(n + labels, 2 * n)
-        return F.cross_entropy(logits, labels)
+            scores = scores + hard_negative_weight * F.one_hot(n + labels, 2 * n)
+        return scores, labels
 
 
 def loss(model, batch, n_views, cfg, gather=None, mlm=None, mlm_seed=0):
