@@ -1,4 +1,6 @@
 """Runs of train.py in a process of their own, whole or cut (cut_train.py), and what two runs must share."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -34,6 +36,18 @@ def train_cli(args, cut=None, env=None):
     """train.py with `args`, or cut_train.py's cut = [HOW, WHERE, STEP] of it: the finished process."""
     command = [sys.executable] + (["tests/helpers/cut_train.py"] + cut + ["--"] if cut else ["train.py"])
     return subprocess.run(command + args, cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def resume(args):
+    """train.py --resume with `args`, in this process (a process of its own costs seconds of imports): what
+    it printed."""
+    import train
+    from infra.config import parse_args
+    cfg, options = parse_args(args + ["--resume"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train.train(cfg, progress=False, **options)
+    return printed.getvalue()
 
 
 def log_without_seconds(out):
@@ -82,6 +96,5 @@ def kill_and_resume(common, tmp_path, step):
     assert whole.returncode == 0, whole.stderr[-2000:]
     killed = train_cli(common + ["--output-dir", str(tmp_path / "cut")], ["kill", "after last.pt", str(step)])
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = train_cli(common + ["--output-dir", str(tmp_path / "cut"), "--resume"])
-    assert resumed.returncode == 0 and f"after step {step}" in resumed.stdout, resumed.stderr[-2000:]
+    assert f"after step {step}" in resume(common + ["--output-dir", str(tmp_path / "cut")])
     assert_same_run(tmp_path / "cut", tmp_path / "whole")
