@@ -1,4 +1,4 @@
-"""ablate.py: the tables carry the paper's numbers (copied from issue 24), every row's flags are valid
+"""ablate.py: the tables carry the paper's numbers (arXiv v4), every row's flags are valid
 train.py flags, a tiny table run writes every file with every row, and a restart redoes no finished run."""
 import json
 import math
@@ -10,7 +10,7 @@ import ablate
 from experiments import grid
 import train
 
-# STS-B dev x100 of the paper (BERT-base), as issue 24 lists them; None: a row without a paper number.
+# STS-B dev x100 of the paper (BERT-base), as it prints them; None: a row without a paper number.
 PAPER = {
     "table1": {"none (unsup. SimCSE)": 82.5, "crop 10%": 77.8, "crop 20%": 71.4, "crop 30%": 63.6,
                "word deletion 10%": 75.9, "word deletion 20%": 72.2, "word deletion 30%": 68.2,
