@@ -7,16 +7,19 @@ seeds beside the paper's number (BERT-base).
 
 Tables: table1 (augmentations instead of dropout), table3 (dropout rates), table6 (poolers, unsupervised
 and supervised), table7 (hard negatives), tableD1 (similarity and temperature), batch (Appendix A's batch
-size x learning rate grid, no paper numbers) and figure2 (alignment and uniformity every --eval-steps,
-drawn as the paper's Figure 2). Unsupervised rows start from train.py's preset `quick`, supervised ones from
+size x learning rate grid, no paper numbers), dropout (which kinds, layers and views of dropout do the work:
+rows the paper does not have) and figure2 (alignment and uniformity every --eval-steps, drawn as the paper's
+Figure 2). Unsupervised rows start from train.py's preset `quick`, supervised ones from
 `quick-sup`; each row adds its flags (`python ablate.py TABLE --list` prints them). Table 1's augmentations
 change both views, each with its own draw (train.py --augment-views 2, recorded in each run's run.json).
 
 Each run is a run of train.py with --no-test, in its own folder <output-dir>/<row>/seed-<seed> (the runner in
-grid.py): interrupted and started again, the command skips finished runs and resumes the interrupted one. A
+grid.py): interrupted and started again, the command skips finished runs (refusing one made with other
+settings) and resumes the interrupted one; --jobs N runs N at once, each with its share of the threads. A
 row whose resource is missing (WordNet, an MLM head, neutral hypotheses) is reported as not run, with what
-it needs. It writes <output-dir>/TABLE.md (setting | paper | ours mean ± std [min, max] | n | difference to
-the table's default row), TABLE.json (every run and every number) and TABLE.png, and says the wall time.
+it needs. It writes <output-dir>/TABLE.md (setting | paper | ours mean ± std [min, max] | n | STS-B dev's
+bootstrap half-width | difference to the table's default row ± its noise), TABLE.json (every run and every
+number) and TABLE.png, and says the wall time.
 """
 import argparse
 import csv
@@ -41,6 +44,7 @@ Row = namedtuple("Row", "label flags paper why_not", defaults=(None,))  # paper:
 UNSUP, SUP = "--preset quick", "--preset quick-sup"  # train.py's CPU-sized presets (config.PRESETS)
 PAIRS = "entailment_pairs.csv"  # Table 7's "none": the supervised file without its hard negatives
 
+DROPOUT_DEFAULT = "every dropout, p = 0.1"  # the dropout table's default row: Table 3's
 # A table: sections of (name, base flags, default row, rows); laptop defaults (seeds, max steps, eval steps)
 # chosen so that each table takes under 30 minutes on a 2-core CPU with the packaged model (see estimate).
 TABLES = {
@@ -101,6 +105,17 @@ TABLES = {
                   seeds=(1, 2), steps=30, eval_steps=15, sections=[("", UNSUP, "batch 64, lr 3e-5", [
                       Row(f"batch {b}, lr {lr}", f"--batch-size {b} --lr {lr}", None)
                       for b in (64, 128, 256, 512) for lr in ("1e-5", "3e-5", "5e-5")])]),
+    # Which dropout does the work: no paper numbers (the paper varies only p, all kinds together).
+    "dropout": dict(title="Dropout: which kinds, which layers, which views (unsupervised; not in the paper)",
+                    seeds=(1, 2, 3), steps=80, eval_steps=40, sections=[("", UNSUP, DROPOUT_DEFAULT, [
+                        Row(DROPOUT_DEFAULT, "--dropout 0.1", None),
+                        Row("no dropout", "--dropout 0", None),
+                        Row("attention only", "--hidden-dropout 0 --embedding-dropout 0", None),
+                        Row("hidden only", "--attention-dropout 0 --embedding-dropout 0", None),
+                        Row("embeddings only", "--hidden-dropout 0 --attention-dropout 0", None),
+                        Row("top 3 layers only", "--dropout-layers top:3 --embedding-dropout 0", None),
+                        Row("bottom 3 layers + embeddings", "--dropout-layers bottom:3", None),
+                        Row("one view clean (0.1, 0)", "--view-dropout 0.1 0", None)])]),
     "figure2": dict(title="Figure 2: alignment and uniformity while training (unsupervised)",
                     seeds=(1, 2, 3), steps=100, eval_steps=10, sections=[("", UNSUP, "unsup. SimCSE", [
                         Row("unsup. SimCSE", "", None),
@@ -167,16 +182,19 @@ def trajectory(runs):
 def write_report(out, table, listed, runs, summary, command, wall):
     """TABLE.json, TABLE.md and TABLE.png from the runs so far (called after every run)."""
     spec = TABLES[table]
-    report_rows = []
+    report_rows, none = [], grid.summarize([])
     for section, _, row, name, why_not in listed:
-        ours = summary.get(name, {}).get("stsb_dev", grid.summarize([]))
-        base = summary.get(default_name(table, section), {}).get("stsb_dev", grid.summarize([]))
+        ours = summary.get(name, {}).get("stsb_dev", none)
+        half = summary.get(name, {}).get("dev_half_width", none)["mean"]
+        base = summary.get(default_name(table, section), {}).get("stsb_dev", none)
         paper_base = next(r.paper for _, _, r, n, _ in listed if n == default_name(table, section))
         report_rows.append({
             "section": section, "label": row.label, "name": name, "paper": row.paper,
             "flags": row.flags and row.flags.format(pairs=f"<output-dir>/{PAIRS}"),
             "default": name == default_name(table, section), "not_run": why_not, "ours": ours,
-            "diff_to_default": ours["mean"] - base["mean"] if ours["n"] and base["n"] else None,
+            "dev_half_width": half, "diff_to_default": ours["mean"] - base["mean"] if ours["n"] and base["n"]
+            else None, "noise": grid.noise(ours, base, half) if ours["n"] and base["n"] else None,
+            "diff_cell": grid.difference(ours, base, half),
             "paper_diff_to_default": row.paper - paper_base if row.paper is not None else None})
     seconds = sum(r.get("seconds", 0) for r in runs)
     result = {"table": table, "title": spec["title"], "command": command, "rows": report_rows, "runs": runs,
@@ -187,25 +205,30 @@ def write_report(out, table, listed, runs, summary, command, wall):
     write_file(out / f"{table}.json", json.dumps(result, indent=2))
 
     number = lambda x, sign="": "—" if x is None else f"{x:{sign}.2f}"
-    lines = ["| setting | train.py flags | paper | ours, mean ± std [min, max] | n "
-             "| vs default: ours (paper) |", "|---|---|---|---|---|---|"]
+    paper = any(r["paper"] is not None for r in report_rows)  # a table the paper does not have: no column
+    lines = ["| setting | train.py flags " + ("| paper " if paper else "") + "| ours, mean ± std [min, max] "
+             "| n | STS-B dev 95% ± | vs default: ours ± noise" + (" (paper)" if paper else "") + " |",
+             "|---|---|---|---|---|---|" + ("---|" if paper else "")]
     for r in report_rows:
         label = f"{r['section']}: {r['label']}" if r["section"] else r["label"]
         label = f"**{label}** (default)" if r["default"] else label
         flags = f"`{r['flags']}`" if r["flags"] else ("(none)" if r["flags"] == "" else "—")
         ours = f"not run: {r['not_run']}" if r["not_run"] else grid.cell(r["ours"])
-        diff = "" if r["default"] else (f"{number(r['diff_to_default'], '+')} "
-                                        f"({number(r['paper_diff_to_default'], '+')})")
-        lines.append(f"| {label} | {flags} | {number(r['paper'])} | {ours} | {r['ours']['n']} | {diff} |")
-    markdown = (f"# {spec['title']}\n\nSTS-B dev, Spearman x100: the best of each run's evaluations; the "
-                f"paper's numbers are BERT-base.\n\n`{command}`\n\n" + "\n".join(lines) +
-                f"\n\nWall time: {wall:.0f} s for this command; {seconds:.0f} s in the runs' own calls.\n")
+        diff = "" if r["default"] else r["diff_cell"] + (
+            f" ({number(r['paper_diff_to_default'], '+')})" if paper else "")
+        lines.append(f"| {label} | {flags} | " + (f"{number(r['paper'])} | " if paper else "") +
+                     f"{ours} | {r['ours']['n']} | {number(r['dev_half_width'])} | {diff} |")
+    source = ("the paper's numbers are BERT-base" if paper else
+              "the paper has no such rows: it varies only p, every kind of dropout together (Table 3)")
+    markdown = (f"# {spec['title']}\n\nSTS-B dev, Spearman x100: the best of each run's evaluations; "
+                f"{source}.\n\n`{command}`\n\n" + "\n".join(lines) + f"\n\n{grid.NOISE}\n\n"
+                f"Wall time: {wall:.0f} s for this command; {seconds:.0f} s in the runs' own calls.\n")
     write_file(out / f"{table}.md", markdown)
-    plot(out, table, report_rows, runs, result.get("trajectories"))
+    plot(out, table, report_rows, runs, result.get("trajectories"), summary)
     return "\n".join(lines)
 
 
-def plot(out, table, report_rows, runs, trajectories):
+def plot(out, table, report_rows, runs, trajectories, summary):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -226,12 +249,10 @@ def plot(out, table, report_rows, runs, trajectories):
         ax.legend(fontsize=8, title="on STS-B dev, mean over seeds", title_fontsize=8)
     else:
         fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(report_rows)), 4.5))
-        for i, r in enumerate(report_rows):
-            values = [x["stsb_dev"] for x in runs if x["setting"] == r["name"]]
-            ax.plot([i] * len(values), values, ".", color="gray")
-            if r["ours"]["n"]:
-                ax.errorbar(i, r["ours"]["mean"], yerr=r["ours"]["std"] or 0, fmt="o", color="C0", capsize=4,
-                            label="ours, mean ± std (dots: runs)" if i == 0 else None)
+        none = {"stsb_dev": grid.summarize([]), "dev_half_width": grid.summarize([])}
+        for i, r in enumerate(report_rows):  # runs, mean ± std, the dev set's bootstrap half-width
+            grid.error_bars(ax, i, [x["stsb_dev"] for x in runs if x["setting"] == r["name"]],
+                            summary.get(r["name"], none), i == 0)
             if r["paper"] is not None:
                 ax.plot(i, r["paper"], "x", color="C3", markersize=8,
                         label="paper (BERT-base)" if not any(x["paper"] is not None
@@ -269,7 +290,9 @@ def sweep(argv):
                              '(a lone flag needs a space: " --fixed-mask")')
     parser.add_argument("--output-dir", required=True,
                         help="the sweep's folder; each run gets a folder inside")
+    add_jobs_flag(parser)
     args, common = parser.parse_known_args(argv)
+    check_jobs(args.jobs)
     out = Path(args.output_dir)
     if len(set(map(grid.folder_name, args.settings))) < len(args.settings):
         raise SystemExit("error: two settings give the same folder name; make them differ")
@@ -277,7 +300,7 @@ def sweep(argv):
     out.mkdir(parents=True, exist_ok=True)
     command = "python ablate.py sweep " + shlex.join(argv)
     report = lambda runs, summary: grid.write_report(out, args.settings, runs, summary, command)
-    print(report(*grid.run_grid(plan, args.settings, report)))  # a report after every run, and the table
+    print(report(*grid.run_grid(plan, args.settings, report, args.jobs, out / START_SCORES)))  # (each run's)
     print(f"written: {out / 'sweep.json'}, {out / 'sweep.md'}")
 
 
@@ -300,6 +323,7 @@ def main(argv=None):
     add_common_flags(parser, pooler=False, precision=None)  # passed on to train.py
     parser.add_argument("--output-dir", help="the table's folder (default: runs/TABLE)")
     parser.add_argument("--list", action="store_true", help="print the rows and their flags; run none")
+    add_jobs_flag(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     table, spec = args.table, TABLES[args.table]
@@ -310,8 +334,11 @@ def main(argv=None):
             print(f"{name}: paper {row.paper}; "
                   + (f"not run: {why_not}" if why_not else f"{base} {row.flags}"))
         return
-    common = ["--max-steps", str(args.max_steps or spec["steps"]), "--eval-steps",
-              str(args.eval_steps or spec["eval_steps"]), "--batch-size", str(args.batch_size), "--no-test"]
+    check_jobs(args.jobs)
+    steps = spec["steps"] if args.max_steps is None else args.max_steps  # 0: an error, not the default
+    every = spec["eval_steps"] if args.eval_steps is None else args.eval_steps
+    common = ["--max-steps", str(steps), "--eval-steps", str(every), "--batch-size", str(args.batch_size),
+              "--no-test"]
     for flag in ("model", "precision", "data_dir"):
         if getattr(args, flag) is not None:
             common += ["--" + flag.replace("_", "-"), getattr(args, flag)]
@@ -320,8 +347,8 @@ def main(argv=None):
     plan = grid.plan_grid(out, settings, args.seeds or spec["seeds"], common)  # every run checked first
     left = sum(not p[-1] for p in plan)
     print(f"{table}: {len(plan)} runs ({len(plan) - left} done before), {len(listed) - len(settings)} row(s) "
-          f"not run; about {estimate(plan) / 60:.0f} min for the {left} left (a guess for the packaged "
-          f"MiniLM on a 2-core CPU in bf16)")
+          f"not run; about {estimate(plan) / 60:.0f} min for the {left} left one at a time (a guess for the "
+          f"packaged MiniLM on a 2-core CPU in bf16)")
     for _, _, _, name, why_not in listed:
         if why_not:
             print(f"  {name}: not run: {why_not}")
@@ -331,8 +358,22 @@ def main(argv=None):
     command = "python ablate.py " + shlex.join(argv)
     report = lambda runs, summary: write_report(out, table, listed, runs, summary, command,
                                                 time.perf_counter() - start)
-    print(report(*grid.run_grid(plan, [s[0] for s in settings], report)))
+    print(report(*grid.run_grid(plan, [s[0] for s in settings], report, args.jobs, out / START_SCORES)))
     print(f"written: {out / table}.md, .json, .png in {time.perf_counter() - start:.0f} s")
+
+
+START_SCORES = ".start_scores"  # in a grid's folder: its evaluations of starting models (step 0), shared
+
+
+def add_jobs_flag(parser):
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="runs at once, each in a process of its own with 1/N of the CPU's threads (or "
+                             "its own GPU where there are several); default 1: one after another, here")
+
+
+def check_jobs(jobs):
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: expected an integer of at least 1")
 
 
 if __name__ == "__main__":

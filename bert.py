@@ -198,12 +198,20 @@ class BertModel(nn.Module):
         return BertOutput(last, self.pooler(last[:, 0]),
                           tuple(map(tokens.grid, hidden_states)) if output_hidden_states else None)
 
-    def set_dropout(self, p: float):
-        """Hidden and attention dropout probability p: the knob of the paper's Table 3."""
-        self.config.hidden_dropout_prob = self.config.attention_probs_dropout_prob = p
-        for m in self.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = p
+    def set_dropout(self, p, hidden=None, attention=None, embedding=None, layers="all"):
+        """The dropout probabilities -- unsupervised SimCSE's augmentation -- set on the modules, so that they
+        hold in whatever runs them (speed.py's FastDropout keeps a module's p). p: every kind, the knob of
+        Table 3; or each kind its own: hidden (the two residual branches of each layer, BertResidual),
+        attention (the attention probabilities), embedding (the embeddings' output, no layer's). layers:
+        the encoder layers that drop, "all", "top:K" (the last K) or "bottom:K"; the others keep everything.
+        config.json records hidden and attention, as transformers' BertConfig has them."""
+        hidden, attention, embedding = (p if q is None else q for q in (hidden, attention, embedding))
+        dropping = dropout_layers(layers, len(self.encoder.layer))
+        self.embeddings.dropout.p = embedding
+        for i, layer in enumerate(self.encoder.layer):
+            layer.attention.self.dropout.p = attention if i in dropping else 0.0
+            layer.attention.output.dropout.p = layer.output.dropout.p = hidden if i in dropping else 0.0
+        self.config.hidden_dropout_prob, self.config.attention_probs_dropout_prob = hidden, attention
 
     @classmethod
     def from_pretrained(cls, name_or_dir):  # a folder or hub id in the Hugging Face layout (checkpoint.py)
@@ -211,3 +219,13 @@ class BertModel(nn.Module):
 
     def save_pretrained(self, folder):  # config.json + model.safetensors, as transformers writes them
         checkpoint.save_model(self, folder)
+
+
+def dropout_layers(spec, n):
+    """The indices of the layers that drop out, of n: spec "all", "top:K" or "bottom:K" (1 <= K <= n)."""
+    kind, _, k = spec.partition(":")
+    if spec == "all":
+        return range(n)
+    if kind in ("top", "bottom") and k.isdigit() and 1 <= int(k) <= n:
+        return range(n - int(k), n) if kind == "top" else range(int(k))
+    raise ValueError(f"{spec}: expected all, top:K or bottom:K with K from 1 to the model's {n} layers")

@@ -2,11 +2,14 @@
 similarity of two sentence embeddings and the gold score, on STS12-16, STS-B and SICK-R.
 
 Numbers match the authors' SentEval-based evaluation: STS12-16 in the "all" setting (the subsets of a year
-concatenated), STS-B and SICK-R on their test splits, "Avg." over the seven. --mode dev reports the STS-B
-dev set (and SICK-R trial), which training uses for model selection.
+concatenated; --aggregate wmean: SentEval's mean of the subsets weighted by their sizes), STS-B and SICK-R on
+their test splits, "Avg." over the seven. --mode dev reports the STS-B dev set (and SICK-R trial), which
+training uses for model selection. --pairs scores your own files of sentence pairs, with a bootstrap 95%
+interval: how far another sample of as many pairs could move the number.
 
     python eval_sts.py --model bert-base-uncased --pooler avg
     python eval_sts.py --model runs/quick/best --json scores.json  # the pooler the checkpoint was trained for
+    python eval_sts.py --model runs/quick/best --pairs my_pairs.csv   # header: sentence1,sentence2,score
 """
 import argparse
 import json
@@ -15,12 +18,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 
 import data
 from formats.checkpoint import default_model
 from infra.cli import add_common_flags, command_errors, device
-from formats.senteval import STS_TASKS, STS_YEARS, STSPairs
+from formats.senteval import STS_TASKS, STS_YEARS, STSPairs, read_pairs
 from simcse import alignment, uniformity
 from tool import encode, load_for_evaluation
 
@@ -37,16 +40,47 @@ def correlations(predicted, gold):
             "n": len(gold)}
 
 
+def bootstrap(predicted, gold, resamples=1000, seed=0):
+    """{"spearman": [low, high], "pearson": [low, high]}: 95% intervals (x100) of the correlations over sets
+    of as many pairs drawn with replacement (the percentile bootstrap; a fixed seed, so the same interval
+    each time): how much the number owes to which pairs happen to be in the set."""
+    predicted, gold, n = np.asarray(predicted, np.float64), np.asarray(gold, np.float64), len(gold)
+    draws = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    rows = lambda x, y: ((x - x.mean(1, keepdims=True)) * (y - y.mean(1, keepdims=True))).sum(1) / (
+        x.std(1) * y.std(1) * n)  # Pearson's r of each row
+    found = {"spearman": [], "pearson": []}
+    for part in np.array_split(draws, max(1, resamples * n // 10**7)):  # about 80 MB at a time
+        x, y = predicted[part], gold[part]
+        found["spearman"].append(rows(rankdata(x, axis=1), rankdata(y, axis=1)))  # ties: mean ranks
+        found["pearson"].append(rows(x, y))
+    return {k: [100 * float(q) for q in np.nanpercentile(np.concatenate(v), [2.5, 97.5])]
+            for k, v in found.items()}
+
+
 def cosine_scores(embeddings, pairs: STSPairs):
     a, b = F.normalize(embeddings[pairs.sent1], dim=-1), F.normalize(embeddings[pairs.sent2], dim=-1)
     return (a * b).sum(-1).numpy()
 
 
+def similarities(model, tokenizer, pairs, pooler, batch_size=128, progress=False, precision="fp32"):
+    """{key: the cosine similarity of each pair} for {key: STSPairs}: every distinct sentence encoded once,
+    all sets together."""
+    sentences = list(dict.fromkeys(s for p in pairs.values() for s in p.sent1 + p.sent2))
+    index = {s: i for i, s in enumerate(sentences)}
+    embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress,
+                        precision=precision)
+    return {key: cosine_scores(embeddings, STSPairs([index[s] for s in p.sent1], [index[s] for s in p.sent2],
+                                                    p.scores)) for key, p in pairs.items()}
+
+
 def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=None, batch_size=128,
-             progress=False, precision="fp32"):
-    """{"scores": {task: headline Spearman x100, ..., "Avg": ...}, "details": {task: {subset: {...}}}}."""
+             progress=False, precision="fp32", aggregate="all"):
+    """{"scores": {task: headline Spearman x100, ..., "Avg": ...}, "details": {task: {subset: {...}}}};
+    aggregate: STS12-16's headline, "all" (the subsets concatenated) or "wmean" (SentEval's weighted mean)."""
     if mode not in ("test", "dev"):
         raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"--aggregate {aggregate}: expected one of {', '.join(AGGREGATES)}")
     tasks = tasks or (STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
     if mode == "dev" and set(tasks) & set(STS_YEARS):
         raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
@@ -55,45 +89,54 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
         loaded = data.load_sts(task, data_dir, None if task in STS_YEARS else splits_to_score(task, mode))
         for subset in splits_to_score(task, mode):
             pairs[task, subset] = loaded[subset]
-
-    # Encode every distinct sentence once, all tasks together.
-    sentences = list(dict.fromkeys(s for p in pairs.values() for s in p.sent1 + p.sent2))
-    index = {s: i for i, s in enumerate(sentences)}
-    embeddings = encode(model, tokenizer, sentences, pooler, batch_size, progress=progress,
-                        precision=precision)
-    indexed = {key: STSPairs([index[s] for s in p.sent1], [index[s] for s in p.sent2], p.scores)
-               for key, p in pairs.items()}
+    sims = similarities(model, tokenizer, pairs, pooler, batch_size, progress, precision)
 
     scores, details = {}, {}
     for task in tasks:
         details[task] = {}
-        predicted, gold = [], []
         for subset in splits_to_score(task, mode):
-            p = indexed[task, subset]
-            sims = cosine_scores(embeddings, p)
-            details[task][subset] = correlations(sims, p.scores)
-            predicted.append(sims)
-            gold += p.scores
+            details[task][subset] = correlations(sims[task, subset], pairs[task, subset].scores)
         if task in STS_YEARS:
-            details[task]["all"] = correlations(np.concatenate(predicted), gold)  # the "all" setting
-            scores[task] = details[task]["all"]["spearman"]
+            subsets = [details[task][s] for s in splits_to_score(task, mode)]
+            details[task]["all"] = correlations(np.concatenate([sims[task, s] for s in STS_YEARS[task]]),
+                                                [g for s in STS_YEARS[task] for g in pairs[task, s].scores])
+            total = sum(d["n"] for d in subsets)  # SentEval's wmean: each subset weighted by its pairs
+            details[task]["wmean"] = {k: sum(d[k] * d["n"] for d in subsets) / total
+                                      for k in ("spearman", "pearson")} | {"n": total}
+            scores[task] = details[task][aggregate]["spearman"]
         else:
             scores[task] = details[task][splits_to_score(task, mode)[0]]["spearman"]
     if mode == "test":
         # As the authors' evaluation.py: the mean of the scores as printed, rounded to 2 decimals.
         scores["Avg"] = sum(round(scores[t], 2) for t in tasks) / len(tasks)
-    return {"mode": mode, "pooler": pooler, "precision": precision, "scores": scores, "details": details}
+    return {"mode": mode, "pooler": pooler, "precision": precision, "aggregate": aggregate, "scores": scores,
+            "details": details}
 
 
-def dev_metrics(model, tokenizer, dev: STSPairs, pooler):
-    """What training selects models by: STS-B dev Spearman x100, and the analysis of section 2 on it --
-    alignment (pairs with a gold score above 4) and uniformity (all its sentences)."""
+AGGREGATES = ("all", "wmean")
+
+
+def evaluate_pairs(model, tokenizer, files, pooler="cls", batch_size=128, progress=False, precision="fp32"):
+    """{path: {"spearman", "pearson" (x100), "n", "spearman_ci95", "pearson_ci95"}} for {path: STSPairs} of
+    your own files (formats/senteval.read_pairs): encoded and scored as evaluate() scores STS-B."""
+    sims = similarities(model, tokenizer, files, pooler, batch_size, progress, precision)
+    return {path: {**correlations(sims[path], p.scores),
+                   **{f"{k}_ci95": v for k, v in bootstrap(sims[path], p.scores).items()}}
+            for path, p in files.items()}
+
+
+def dev_metrics(model, tokenizer, dev: STSPairs, pooler, key="stsb_dev"):
+    """What training selects models by: the dev set's (STS-B dev's, or train.py --dev-file's) Spearman x100
+    as `key`, its bootstrap 95% interval as key_ci95, and the analysis of section 2 on it -- alignment (pairs
+    in the top fifth of the gold scale: above 4 of STS-B's 0-5) and uniformity (all its sentences)."""
     sentences = list(dict.fromkeys(dev.sent1 + dev.sent2))
     z = F.normalize(encode(model, tokenizer, sentences, pooler), dim=-1)
     index = {s: i for i, s in enumerate(sentences)}
     a, b = z[[index[s] for s in dev.sent1]], z[[index[s] for s in dev.sent2]]
-    positive = torch.tensor(dev.scores) > 4
-    return {"stsb_dev": 100 * spearmanr((a * b).sum(-1).numpy(), dev.scores)[0],
+    gold = torch.tensor(dev.scores)
+    positive = gold > gold.min() + 0.8 * (gold.max() - gold.min())
+    sims = (a * b).sum(-1).numpy()
+    return {key: 100 * spearmanr(sims, dev.scores)[0], f"{key}_ci95": bootstrap(sims, dev.scores)["spearman"],
             "align": alignment(a[positive], b[positive]), "uniform": uniformity(z)}
 
 
@@ -114,6 +157,12 @@ def main():
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
     parser.add_argument("--tasks", nargs="+", choices=STS_TASKS,
                         help="a subset of the tasks (default: all of the mode's)")
+    parser.add_argument("--pairs", nargs="+", metavar="FILE",
+                        help="score these files of sentence pairs instead of the tasks: .csv or .tsv, "
+                             "a header naming sentence1, sentence2 and score")
+    parser.add_argument("--aggregate", default="all", choices=AGGREGATES,
+                        help="STS12-16's number: all (the subsets concatenated, the paper's; default) or "
+                             "wmean (SentEval's mean of the subsets weighted by their pairs)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="sentences per forward pass (default: 128)")
@@ -124,14 +173,29 @@ def main():
     with command_errors():
         if args.batch_size < 1:
             raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
+        if args.pairs and args.tasks:
+            raise ValueError("--pairs scores your files instead of the tasks: give --tasks or --pairs")
+        files = {path: read_pairs(path) for path in args.pairs or ()}  # refused before any loading
         model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device())
         start = time.perf_counter()
-        results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
-                           progress=True, precision=args.precision)
+        if files:
+            results = {"pooler": pooler, "precision": args.precision, "pairs": evaluate_pairs(
+                model, tokenizer, files, pooler, args.batch_size, progress=True, precision=args.precision)}
+        else:
+            results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir,
+                               args.batch_size, progress=True, precision=args.precision,
+                               aggregate=args.aggregate)
     seconds = time.perf_counter() - start
-    print(f"------ {args.mode} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
-    print(format_table(results["scores"]))
-    if args.subsets:
+    what = "pairs" if files else args.mode
+    print(f"------ {what} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
+    if files:
+        interval = lambda r, k: f"{r[k]:.2f} [{r[k + '_ci95'][0]:.2f}, {r[k + '_ci95'][1]:.2f}]"
+        for path, r in results["pairs"].items():  # x100, with the bootstrap 95% interval
+            print(f"{path}: {r['n']} pairs, Spearman {interval(r, 'spearman')}, "
+                  f"Pearson {interval(r, 'pearson')} (x100, bootstrap 95% interval)")
+    else:
+        print(format_table(results["scores"]))
+    if args.subsets and not files:
         for task, subsets in results["details"].items():
             print(task + ": " + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in subsets.items()))
     if args.json:

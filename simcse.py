@@ -42,12 +42,24 @@ def reset_mlp(model):
     model._init_weights(model.pooler.dense)
 
 
-def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False):
+def embed_views(model, batch, n_views, pooler="cls", fixed_mask=False, view_dropout=None):
     """Embeddings (n_views, batch, hidden) of a tokenised batch that holds n_views blocks of sentences.
 
     Unsupervised (section 3): the two blocks are the same sentences, passed together in train mode, so
     each view gets its own dropout mask -- dropout is the only augmentation. Supervised (section 4):
-    premises, entailments and contradictions. fixed_mask (Table 3, "Fixed 0.1"): one pass, both views."""
+    premises, entailments and contradictions. fixed_mask (Table 3, "Fixed 0.1"): one pass, both views.
+    view_dropout: bert's set_dropout arguments for the first block and for the others (train.py's
+    --view-dropout P1 P2; P2 = 0: clean positives and in-batch negatives). A module has one p, so the first
+    block passes at its rates, then the others at theirs: two passes of parts of the batch, the work of one.
+    The model is left at the first block's rates."""
+    if view_dropout:
+        n, bert = len(batch["input_ids"]) // n_views, getattr(model, "module", model)  # (DDP's wrapper)
+        z = []
+        for rates, rows, views in zip(view_dropout, (slice(None, n), slice(n, None)), (1, n_views - 1)):
+            bert.set_dropout(**rates)
+            z.append(embed_views(model, {k: v[rows] for k, v in batch.items()}, views, pooler))
+        bert.set_dropout(**view_dropout[0])
+        return torch.cat(z)
     if fixed_mask:
         batch = {k: v[:len(v) // n_views] for k, v in batch.items()}  # one block: one mask for both views
     out = model(**batch, output_hidden_states=pooler.startswith("avg"))
@@ -81,14 +93,30 @@ def logits(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
         return scores, labels
 
 
+def signals(z, temp=0.05, hard_negative_weight=0.0, similarity="cos"):
+    """Is it learning? Read off a step's embeddings z (the loss's own): [top1, pos_cos, neg_cos], on z's
+    device -- the share of anchors whose positive is their best column (chance: 1 / columns, when the loss
+    is ln columns), and the mean cosine of the positive pairs and of the in-batch negatives (every other
+    column, hard negatives included)."""
+    with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
+        n = z.shape[1]
+        scores, labels = logits(z, temp, hard_negative_weight, similarity)
+        top1 = scores.argmax(1).eq(labels)
+        unit = F.normalize(z.float(), dim=-1)
+        cos = unit[0] @ unit[1:].flatten(0, 1).T
+        positive = torch.eye(n, cos.shape[1], dtype=torch.bool, device=z.device)
+        return torch.stack([top1.float().mean(), cos[positive].mean(), cos[~positive].mean()])
+
+
 def loss(model, batch, n_views, cfg, gather=None, mlm=None, mlm_seed=0):
-    """A tokenised batch's SimCSE loss: its views through the pooler, eq. 1 or eq. 5 over the whole batch
-    (gather: with the other processes' shares under torchrun, distributed.py), plus lambda * L_mlm with
-    --do-mlm (mlm.py, the paper's appendix; its masks drawn from mlm_seed). cfg: the run's TrainConfig
-    (pooler, fixed_mask, temp, ...)."""
-    z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask)  # (views, rows, d)
-    total = contrastive_loss(gather(z) if gather else z, cfg.temp, cfg.hard_negative_weight, cfg.similarity)
-    return total + cfg.mlm_weight * mlm.loss(model, batch, mlm_seed) if mlm else total
+    """A tokenised batch's SimCSE loss and the embeddings it compares: its views through the pooler, eq. 1 or
+    eq. 5 over the whole batch (gather: with the other processes' shares under torchrun, distributed.py),
+    plus lambda * L_mlm with --do-mlm (mlm.py, the paper's appendix; its masks drawn from mlm_seed). cfg: the
+    run's TrainConfig (pooler, fixed_mask, view dropout, temp, ...). Returns (loss, z: (views, batch, d))."""
+    z = embed_views(model, batch, n_views, cfg.pooler, cfg.fixed_mask, cfg.views_dropout())  # (views, N, d)
+    z = gather(z) if gather else z
+    total = contrastive_loss(z, cfg.temp, cfg.hard_negative_weight, cfg.similarity)
+    return (total + cfg.mlm_weight * mlm.loss(model, batch, mlm_seed) if mlm else total), z
 
 
 # --- Analysis: alignment and uniformity (Wang & Isola, 2020; section 2, eq. 2 and 3; Figure 2) --------

@@ -24,20 +24,24 @@ from infra.guard import NonFiniteGuard
 from extras.mlm import MaskedLM
 from infra.run_folder import RunFolder
 from infra.speed import Speed
+from formats.senteval import read_pairs
 from formats.tokenizer import load_tokenizer
 
 
 def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=False, compile=None,
-          transfer=False):
+          transfer=False, start_scores=None):
     """Returns {"log": evaluation records, "best": record, "test": scores, "transfer": scores} on the first
-    process, else None."""
+    process, else None. start_scores: a grid's evaluations of starting models (run_folder.StartScores), to
+    take step 0's from."""
     check(cfg)  # every flag, before any work (config.py)
     procs = Processes()  # one, or several under torchrun (distributed.py)
     run = RunFolder(cfg, resume, overwrite, procs.master)  # never clobbers a finished run (run_folder.py)
     train_path, examples, skipped = data.read_training_file(cfg.train_file, cfg.data_dir, procs.master)
     n_views = len(examples[0])  # 2: one sentence twice (unsupervised); 3: premise, entailment, contradiction
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * (len(examples) // cfg.batch_size))
-    dev = data.load_sts("STSBenchmark", cfg.data_dir, ["dev"])["dev"]  # model selection (Appendix A)
+    dev = (data.load_sts("STSBenchmark", cfg.data_dir, ["dev"])["dev"] if cfg.dev_file is None  # model
+           else read_pairs(cfg.dev_file))  # selection (Appendix A), or on your own pairs
+    key, columns = cfg.dev_key, cfg.batch_size * (n_views - 1)  # the log's dev score; each anchor's choices
     pooler = simcse.embedding_pooler(cfg.pooler, cfg.mlp_only_train)  # the embedding that is evaluated
 
     model_name = cfg.model or default_model()
@@ -48,18 +52,21 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
     parts.guard.nonfinite += state["nonfinite"]  # updates skipped before a --resume
     procs.print(f"{len(examples)} examples from {train_path} ({skipped} blank lines or rows skipped); "
                 f"{total_steps} step(s) of {cfg.batch_size} on {procs.world_size} process(es); "
-                f"model {model_name} on {procs.device}; evaluating with {pooler}")
+                f"model {model_name} on {procs.device}; evaluating with {pooler} on {dev.source}; chance: "
+                f"loss ln {columns} = {math.log(columns):.2f}, top1 1/{columns}")
 
-    def evaluate_dev(step):  # STS-B dev on the first process, which logs and saves; the others wait
-        loss = parts.guard.mean_loss()
+    def evaluate_dev(step):  # the dev set on the first process, which logs and saves; the others wait
+        means = parts.guard.means()  # the loss and the signals of the steps since the last evaluation
         if procs.master:
-            run.save(step, loss, eval_sts.dev_metrics(model, tokenizer, dev, pooler),
-                     int(parts.guard.nonfinite.item()), model, tokenizer, parts.optimizer,
-                     parts.schedule)  # log, best/, the state to resume from
+            score = lambda: eval_sts.dev_metrics(model, tokenizer, dev, pooler, key)
+            shared = step == 0 and start_scores  # a grid's runs that start alike evaluate the start once
+            metrics = start_scores.get(model, tokenizer, pooler, dev, score) if shared else score()
+            run.save(step, means, metrics, int(parts.guard.nonfinite.item()), model, tokenizer,
+                     parts.optimizer, parts.schedule)  # log, best/, the state to resume from
         procs.wait()
 
     if not state["log"]:
-        procs.print("step 0: evaluating the starting model on STS-B dev ...")
+        procs.print(f"step 0: evaluating the starting model on {dev.source.name} ...")
         evaluate_dev(0)
     batches = data.batches(len(examples), cfg.batch_size, cfg.seed, after_step=state["step"])
     bar = tqdm(range(state["step"] + 1, total_steps + 1), "train", disable=not (progress and procs.master))
@@ -68,10 +75,18 @@ def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=Fa
         update(parts, cfg, [examples[i][k] for k in range(n_views) for i in rows], n_views, step)  # by view
         if step % cfg.eval_steps == 0 or step == total_steps:
             evaluate_dev(step)
-            bar.set_postfix(dev=f"{state['log'][-1]['stsb_dev']:.2f}") if procs.master else None
+            bar.set_postfix_str(progress_line(state["log"][-1], key, columns)) if procs.master else None
     procs.end()
     if procs.master:
         return test_best(run, tokenizer, pooler, procs.device, test, transfer, progress)
+
+
+def progress_line(record, key, columns):
+    """The progress bar after an evaluation: the dev score and the means of the interval's steps (guard.py)
+    -- a loss near ln(columns) and top1 near 1/columns are chance: nothing learnt."""
+    f = lambda k: "-" if record[k] is None else f"{record[k]:.3g}"
+    return (f"dev {record[key]:.2f} loss {f('loss')} (chance {math.log(columns):.2f}) top1 {f('top1')} "
+            f"cos+ {f('pos_cos')} cos- {f('neg_cos')} |g| {f('grad_norm')}")
 
 
 Parts = namedtuple("Parts", "model params optimizer schedule guard fast tokenizer procs mlm fill")
@@ -82,7 +97,7 @@ def setup(cfg, model, tokenizer, model_name, procs, total_steps, compile=None):
     MLP, on its device, as the step runs it; AdamW and its schedule; the NaN guard; the MLM head and
     --augment mlm:K's filler when asked."""
     fast = Speed(procs.device, compile, cfg.precision)  # bf16 and compile where they pay (speed.py)
-    model.set_dropout(cfg.dropout)  # p, the augmentation (Table 3)
+    model.set_dropout(**cfg.dropout_of(0))  # p, the augmentation (Table 3); each kind's, each layer's
     torch.manual_seed(cfg.seed)
     if cfg.pooler == "cls":
         simcse.reset_mlp(model)  # a new MLP over [CLS] (section 3)
@@ -114,14 +129,15 @@ def update(parts, cfg, sentences, n_views, step):
     parts.optimizer.zero_grad(set_to_none=True)
     mlm_seed = seed(MLM_MASKS)  # the step's masked tokens, with --do-mlm
     if cfg.micro_batch:  # the same loss and gradient, K examples at a time, in less memory (gradcache.py)
-        loss = cached_backward(parts.model, batch, n_views, cfg, procs.gather, fast.autocast, parts.mlm,
-                               mlm_seed)
+        loss, z = cached_backward(parts.model, batch, n_views, cfg, procs.gather, fast.autocast, parts.mlm,
+                                  mlm_seed)
     else:  # over the whole batch (+ the MLM term), bf16 where it pays (speed.py)
         with fast.autocast():
-            loss = simcse.loss(parts.model, batch, n_views, cfg, procs.gather, parts.mlm, mlm_seed)
+            loss, z = simcse.loss(parts.model, batch, n_views, cfg, procs.gather, parts.mlm, mlm_seed)
         loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(parts.params, 1.0)  # as the authors' Trainer
-    parts.guard.skip_if_nonfinite(loss, grad_norm, step)  # a NaN never reaches the weights (guard.py)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.params, 1.0)  # as the authors' Trainer; the norm before
+    seen = simcse.signals(z.detach(), cfg.temp, cfg.hard_negative_weight, cfg.similarity)  # is it learning?
+    parts.guard.skip_if_nonfinite(loss, grad_norm, step, seen)  # a NaN never reaches the weights (guard.py)
     parts.optimizer.step()
     parts.schedule.step()
     return loss
@@ -145,8 +161,9 @@ def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progres
     """best/ on the seven STS test sets (test_scores.json; Table 5 of the paper) and, asked, SentEval's
     transfer tasks (transfer_scores.json; Appendix E, Table E.1)."""
     best, log = run.state["best"], run.state["log"]
-    print(f"best STS-B dev {best['stsb_dev']:.2f} at step {best['step']} "
-          f"(step 0: {log[0]['stsb_dev']:.2f}); checkpoint in {run.out / 'best'}")
+    key, name = run.cfg.dev_key, "STS-B dev" if run.cfg.dev_key == "stsb_dev" else run.cfg.dev_file
+    print(f"best {name} {best[key]:.2f} at step {best['step']} (step 0: {log[0][key]:.2f}); checkpoint in "
+          f"{run.out / 'best'}")
     model = BertModel.from_pretrained(str(run.out / "best")).to(device)
     result = {"log": log, "best": best, "test": None, "transfer": None}
     for name, wanted, evaluation, title in ((("test", test, eval_sts, "STS test"),

@@ -46,19 +46,21 @@ def chunks(batch, n_views, k):
 
 def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, mlm_seed=None):
     """The plain step's loss.backward(), cfg.micro_batch examples at a time: the parameter gradients of the
-    whole batch's loss (contrastive, + mlm_weight x L_mlm with --do-mlm). Returns that loss, detached.
+    whole batch's loss (contrastive, + mlm_weight x L_mlm with --do-mlm). Returns that loss, detached, and the
+    embeddings it compares (views, batch, d), as simcse.loss.
     gather: the whole batch from every process's share (distributed.py); autocast: speed.Speed.autocast."""
-    device, k = batch["input_ids"].device, cfg.micro_batch
+    device, k, views_dropout = batch["input_ids"].device, cfg.micro_batch, cfg.views_dropout()
     pieces = chunks(batch, n_views, k)
     states, z = [], []
     with torch.no_grad():  # 1. the embeddings of every chunk, no activations kept
         for piece in pieces:
             states.append(rng_state(device))  # what draws this chunk's masks: replayed in 3.
             with autocast():
-                z.append(embed_views(model, piece, n_views, cfg.pooler, cfg.fixed_mask))
+                z.append(embed_views(model, piece, n_views, cfg.pooler, cfg.fixed_mask, views_dropout))
     after = rng_state(device)  # where the plain step's random draws go on (the MLM pass's masks)
     z = torch.cat(z, dim=1).float().requires_grad_()  # (views, N, d): the plain step's rows, in its order
-    loss = contrastive_loss(gather(z), cfg.temp, cfg.hard_negative_weight, cfg.similarity)  # 2. eq. 1 or 5
+    whole = gather(z)  # the whole batch's embeddings, every process's share
+    loss = contrastive_loss(whole, cfg.temp, cfg.hard_negative_weight, cfg.similarity)  # 2. eq. 1 or 5
     (dz,) = torch.autograd.grad(loss, z)  # dL/dz: this process's rows (GatherBatch sends back its share)
     if mlm:  # L_mlm is a mean over the whole batch's chosen tokens: each chunk adds its sum / their number
         masked, labels = mlm.masks(batch, mlm_seed)  # the whole batch's masks, as without --micro-batch
@@ -70,7 +72,7 @@ def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, mlm_
         with contextlib.nullcontext() if c == len(pieces) - 1 else no_sync():
             set_rng_state(states[c], device)  # this chunk's masks of 1., again
             with autocast():
-                z_c = embed_views(model, piece, n_views, cfg.pooler, cfg.fixed_mask)
+                z_c = embed_views(model, piece, n_views, cfg.pooler, cfg.fixed_mask, views_dropout)
                 roots, grads = [z_c], [dz_c.to(z_c.dtype)]  # z_c's backward with dL/dz_c: its part of dL/dθ
                 if mlm:
                     set_rng_state(after, device)  # the MLM pass's own masks, drawn on from where 1. ended
@@ -81,4 +83,4 @@ def cached_backward(model, batch, n_views, cfg, gather, autocast, mlm=None, mlm_
                     grads.append(None)
             torch.autograd.backward(roots, grads)  # one backward: one DistributedDataParallel reduction
     set_rng_state(after, device)  # as after the plain step's draws
-    return loss.detach() + cfg.mlm_weight * mlm_sum / n_chosen if mlm else loss.detach()
+    return (loss.detach() + cfg.mlm_weight * mlm_sum / n_chosen if mlm else loss.detach()), whole.detach()

@@ -2,11 +2,13 @@
 STS sets (STS12-16, STS-B, SICK-R) and the seven transfer tasks. Readers only: data.py finds the folder (or
 fetches it) and download.py unpacks it, checked by `check` here."""
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from formats.download import GET_DATA_HELP
 from formats.files import DataError, read_lines
+from formats.training_files import csv_rows
 
 # --- STS evaluation sets ------------------------------------------------------------------------
 
@@ -83,6 +85,43 @@ def read_tsv_pairs(path: Path, columns, skip_header: bool) -> STSPairs:
         pairs.sent1.append(normalize(a))
         pairs.sent2.append(normalize(b))
         pairs.scores.append(parse_score(score, path, lineno))
+    return pairs
+
+
+PAIR_COLUMNS = ("sentence1", "sentence2", "score")
+
+
+def read_pairs(path) -> STSPairs:
+    """Your own sentence pairs with gold scores: a .csv (or a .tsv, tabs between fields, quotes as text) whose
+    header names the columns sentence1, sentence2 and score, in any order among others. Sentences are
+    spaced as SentEval's (normalize); blank lines are skipped; anything else that does not fit -- a short
+    row, an empty sentence, a score that is not a finite number -- refuses the file, naming its line."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
+        raise DataError(f"{path}: expected a .csv or .tsv file of sentence pairs")
+    pairs, header = STSPairs([], [], [], path), None
+    for line, row in csv_rows(path, "\t" if path.suffix.lower() == ".tsv" else ","):
+        if header is None:
+            header = [name.strip() for name in row]
+            if missing := [c for c in PAIR_COLUMNS if header.count(c) != 1]:
+                raise DataError(f"{path}:1: expected a header naming each of {', '.join(PAIR_COLUMNS)} once "
+                                f"(not {', '.join(missing)}), got {row}")
+            columns = [header.index(c) for c in PAIR_COLUMNS]
+            continue
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line}: expected {len(header)} columns, found {len(row)}")
+        a, b, score = (row[i] for i in columns)
+        if not a.strip() or not b.strip():
+            raise DataError(f"{path}:{line}: an empty sentence")
+        if not math.isfinite(value := parse_score(score, path, line)):
+            raise DataError(f"{path}:{line}: expected a finite score, got {score!r}")
+        pairs.sent1.append(normalize(a))
+        pairs.sent2.append(normalize(b))
+        pairs.scores.append(value)
+    if len(pairs.scores) < 2:
+        raise DataError(f"{path}: {len(pairs.scores)} scored pair(s); a correlation needs at least 2")
     return pairs
 
 

@@ -20,21 +20,10 @@ def read_nli_csv(path):
     (premise, entailment[, contradiction]).
 
     Returns (rows as tuples, number of blank lines and rows with a blank field skipped). A line that does not
-    fit -- a wrong number of columns, a stray or unclosed quote -- refuses the whole file, naming the line
-    where its row starts (an unclosed quote would otherwise swallow the lines after it into one field)."""
-    reader = csv.reader(io.StringIO(read_text(path)), strict=True)
-    rows, skipped, header, start = [], 0, None, 1
-    while True:
-        try:
-            row = next(reader, None)
-        except csv.Error as e:  # strict: `a,"b"c`, or a quote still open at the end of the file
-            raise DataError(f"{path}:{start}: {e} (an unclosed or stray quote?)") from None
-        if row is None:
-            break
-        first, start = start, reader.line_num + 1
-        if any("\n" in field for field in row):
-            raise DataError(f"{path}:{first}: a quoted field runs on to line {reader.line_num} "
-                            "(an unclosed quote?)")
+    fit -- a wrong number of columns, a stray or unclosed quote (csv_rows) -- refuses the whole file, naming
+    the line where its row starts."""
+    rows, skipped, header = [], 0, None
+    for first, row in csv_rows(path):
         if header is None:
             header = row
             if len(header) not in (2, 3):
@@ -55,6 +44,28 @@ def read_nli_csv(path):
         raise DataError(f"{path}:1: expected a header of 2 or 3 columns (sent0,sent1[,hard_neg]), "
                         "got an empty file")
     return rows, skipped
+
+
+def csv_rows(path, delimiter=","):
+    """(line number where the row starts, fields) of each row of a CSV (delimiter "\t": a TSV, where quotes
+    are text), strictly: a stray or unclosed quote, or a quoted field that runs on over lines, refuses the
+    whole file, naming the line where its row starts (an unclosed quote would otherwise swallow the lines
+    after it into one field)."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(read_text(path)), delimiter=delimiter, quoting=quoting, strict=True)
+    start = 1
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as e:  # strict: `a,"b"c`, or a quote still open at the end of the file
+            raise DataError(f"{path}:{start}: {e} (an unclosed or stray quote?)") from None
+        if row is None:
+            return
+        first, start = start, reader.line_num + 1
+        if any("\n" in field for field in row):
+            raise DataError(f"{path}:{first}: a quoted field runs on to line {reader.line_num} "
+                            "(an unclosed quote?)")
+        yield first, row
 
 
 def read(path):

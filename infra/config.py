@@ -2,10 +2,12 @@
 line of train.py, and the checks that every value passes before a run does any work."""
 import argparse
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
+from bert import dropout_layers
 from extras import augment
 from formats.checkpoint import check_model
 from infra.cli import add_common_flags
@@ -28,7 +30,12 @@ class TrainConfig:
     pooler: str = "cls"
     mlp_only_train: bool = True  # the MLP over [CLS] in training only; cls_before_pooler to evaluate
     hard_negative_weight: float = 0.0
-    dropout: float = 0.1  # hidden and attention dropout: the augmentation (Table 3)
+    dropout: float = 0.1  # every dropout of BERT: the augmentation (Table 3); bert.BertModel.set_dropout
+    hidden_dropout: Optional[float] = None  # each kind its own p (None: --dropout's): the residual branches,
+    attention_dropout: Optional[float] = None  # the attention probabilities,
+    embedding_dropout: Optional[float] = None  # the embeddings' output
+    dropout_layers: str = "all"  # the encoder layers that drop: all, top:K or bottom:K
+    view_dropout: Optional[list] = None  # [P1, P2]: --dropout of the first view and of the others
     fixed_mask: bool = False  # both views share one dropout mask (Table 3, "Fixed 0.1")
     do_mlm: bool = False  # add the auxiliary masked-language-modelling loss (mlm.py; the authors' --do_mlm)
     mlm_weight: float = 0.1  # its weight lambda, the authors' default
@@ -37,9 +44,24 @@ class TrainConfig:
     augment_views: int = 2  # how many views it augments: 2, each its own draw; 1, the second view only
     similarity: str = "cos"  # sim() of eq. 1: cosine, or "dot", the dot product (Table D.1)
     eval_steps: int = 125
+    dev_file: Optional[str] = None  # scored sentence pairs to select the model on (None: STS-B dev)
     seed: int = 42
     precision: str = "auto"  # bf16 autocast where the hardware multiplies bf16 fast (speed.py), else fp32
     data_dir: Optional[str] = None
+
+    def dropout_of(self, view=0):
+        """bert's set_dropout arguments of view 0 (the first) or 1 (the others): its p with --view-dropout."""
+        p = self.view_dropout[view] if self.view_dropout else self.dropout
+        return dict(p=p, hidden=self.hidden_dropout, attention=self.attention_dropout,
+                    embedding=self.embedding_dropout, layers=self.dropout_layers)
+
+    def views_dropout(self):  # simcse.embed_views' view_dropout: None (one pass) unless the views' p differ
+        v = self.view_dropout
+        return [self.dropout_of(0), self.dropout_of(1)] if v and v[0] != v[1] else None
+
+    @property
+    def dev_key(self):  # the log's name of the score that selects the model
+        return "stsb_dev" if self.dev_file is None else "dev"
 
     @property
     def embedding(self):  # the embedding the run trains for and is evaluated with (section 3)
@@ -76,6 +98,13 @@ def check(cfg: TrainConfig):
         ("--max-length", cfg.max_length >= 2, "an integer of at least 2 ([CLS] and [SEP])"),
         ("--temp", math.isfinite(cfg.temp) and cfg.temp > 0, "a positive number"),
         ("--dropout", 0 <= cfg.dropout < 1, "a probability in [0, 1)"),
+        *((flag, p is None or 0 <= p < 1, "a probability in [0, 1)") for flag, p in (
+            ("--hidden-dropout", cfg.hidden_dropout), ("--attention-dropout", cfg.attention_dropout),
+            ("--embedding-dropout", cfg.embedding_dropout))),
+        ("--dropout-layers", re.fullmatch(r"all|(top|bottom):[1-9][0-9]*", cfg.dropout_layers),
+         "all, top:K or bottom:K (K >= 1)"),
+        ("--view-dropout", cfg.view_dropout is None or len(cfg.view_dropout) == 2
+         and all(0 <= p < 1 for p in cfg.view_dropout), "two probabilities in [0, 1)"),
         ("--eval-steps", cfg.eval_steps >= 1, "an integer of at least 1"),
         ("--hard-negative-weight", math.isfinite(cfg.hard_negative_weight), "a finite number"),
         ("--pooler", cfg.pooler in POOLERS, f"one of {', '.join(POOLERS)}"),
@@ -90,9 +119,17 @@ def check(cfg: TrainConfig):
     for flag, ok, expected in problems:
         if not ok:
             value = getattr(cfg, flag[2:].replace("-", "_"))
+            value = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
             raise ValueError(f"{flag} {value}: expected {expected}")
     if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
         raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
+    if cfg.view_dropout is not None and cfg.fixed_mask:
+        raise ValueError("--view-dropout gives each view its own rate; --fixed-mask gives both one mask")
+    if cfg.view_dropout is not None and cfg.dropout != TrainConfig.dropout:
+        raise ValueError(f"--view-dropout {' '.join(map(str, cfg.view_dropout))} is each view's --dropout: "
+                         f"--dropout {cfg.dropout} would be unused")
+    if cfg.dev_file is not None and not Path(cfg.dev_file).is_file():
+        raise FileNotFoundError(f"--dev-file {cfg.dev_file}: not a file")
     if cfg.augment is not None:
         augment.check(cfg.augment, cfg.model)  # the spec, and what it needs here (WordNet, an MLM head)
         if Path(cfg.train_file).suffix.lower() == ".csv":
@@ -121,6 +158,10 @@ def check_data_and_model(cfg, path, examples, world_size, tokenizer, model):
     if cfg.fixed_mask and len(examples[0]) != 2:
         raise ValueError(f"--fixed-mask needs two views of one sentence (a .txt file), but {path} has "
                          f"{len(examples[0])} columns: the views would be premises against themselves")
+    try:
+        dropout_layers(cfg.dropout_layers, model.config.num_hidden_layers)
+    except ValueError as e:
+        raise ValueError(f"--dropout-layers {e}") from None
     most = min(tokenizer.model_max_length, model.config.max_position_embeddings  # never capped silently
                - (model.config.pad_token_id + 1 if model.config.model_type == "roberta" else 0))
     if cfg.max_length > most:
@@ -148,6 +189,8 @@ def parse_args(argv=None, description=""):
     flag("epochs", type=float, help="passes over the training file (given alone, it replaces a preset's "
                                     "max_steps)")
     flag("eval_steps", type=int, help="evaluate on STS-B dev (and save the state to resume) every N steps")
+    flag("dev_file", metavar="FILE", help="select the model on these sentence pairs instead of STS-B dev: a "
+                                          ".csv or .tsv with a header naming sentence1, sentence2, score")
     flag("batch_size", type=int, help="examples per batch, over all processes (each gives 2 or 3 sentences)")
     flag("lr", type=float, help="peak learning rate (AdamW, linear decay to 0, no warm-up)")
     flag("max_length", type=int, help="tokens per sentence in training")
@@ -155,7 +198,18 @@ def parse_args(argv=None, description=""):
     flag("pooler", choices=POOLERS, help="training pooler; cls trains an MLP over [CLS]")
     flag("mlp_only_train", action=argparse.BooleanOptionalAction, help="use the MLP in training only")
     flag("hard_negative_weight", type=float, help="log-space weight of each anchor's own hard negative")
-    flag("dropout", type=float, help="hidden and attention dropout probability p")
+    flag("dropout", type=float, help="dropout probability p of every kind (hidden, attention, embeddings)")
+    flag("hidden_dropout", type=float, metavar="P", help="p of the hidden dropout (each layer's two residual "
+                                                         "branches), in place of --dropout's")
+    flag("attention_dropout", type=float, metavar="P", help="p of the dropout on the attention "
+                                                            "probabilities, in place of --dropout's")
+    flag("embedding_dropout", type=float, metavar="P", help="p of the dropout on the embeddings' output (no "
+                                                            "layer's), in place of --dropout's")
+    flag("dropout_layers", metavar="SPEC", help="the encoder layers that drop: all (default), top:K (the "
+                                                "last K) or bottom:K; the others drop nothing")
+    flag("view_dropout", type=float, nargs=2, metavar=("P1", "P2"),
+         help="each view its own --dropout: P1 the first view's, P2 the others' (positives, in-batch and "
+              "hard negatives); P2 0: a clean view")
     flag("fixed_mask", action="store_true", help="share one dropout mask between the two views")
     flag("do_mlm", action="store_true", help="add the auxiliary masked-language-modelling loss (mlm.py)")
     flag("mlm_weight", type=float, help="weight lambda of the MLM loss (default 0.1)")
@@ -198,4 +252,7 @@ def experiment(cfg):  # what must match to resume (settings off by default only 
     drop |= set() if cfg.micro_batch else {"micro_batch"}
     drop |= set() if cfg.augment else {"augment", "augment_views"}
     drop |= set() if cfg.similarity != "cos" else {"similarity"}
-    return {k: v for k, v in asdict(cfg).items() if k not in drop}
+    drop |= {k for k in ("hidden_dropout", "attention_dropout", "embedding_dropout", "view_dropout",
+                         "dev_file") if getattr(cfg, k) is None}
+    drop |= set() if cfg.dropout_layers != "all" else {"dropout_layers"}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k not in drop}

@@ -30,13 +30,8 @@ class RunFolder:
     def check(self):
         held = [n for n in RESULTS if (self.out / n).is_file() or any(self.out.glob(n + "/*"))]
         if self.resume and self.last.exists():  # the same settings and data go on, wherever they are now
-            try:
-                run = json.loads(read_text(self.out / "run.json"))
-                config, data, now = dict(run["config"]), dict(run["data"]), experiment(self.cfg)
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{self.out / 'run.json'}: not a run.json of train.py ({e})") from None
-            if changed := [f"{k} {config.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(config) | set(now))
-                           if config.get(k) != now.get(k) and k not in ("output_dir", "train_file")]:
+            config, data = read_run(self.out)
+            if changed := differences(config, self.cfg):
                 raise ValueError(f"{self.out} was trained with another configuration; --resume needs the "
                                  f"same ({'; '.join(changed)})")
             for key, pin in self.data.items():  # known in start(): compared by content, not by path
@@ -50,8 +45,10 @@ class RunFolder:
                                   f"start over with --overwrite (deletes its results), or use another folder")
 
     def start(self, model, optimizer, schedule, train_file, dev_file):
-        """Step 0's state, or last.pt's with --resume; train_file: (path, examples), dev_file: STS-B dev's."""
-        self.data = {"train_file": pin(train_file[0], examples=train_file[1]), "stsb_dev": pin(dev_file)}
+        """Step 0's state, or last.pt's with --resume; train_file: (path, examples), dev_file: STS-B dev's or
+        --dev-file's."""
+        dev = "stsb_dev" if self.cfg.dev_file is None else "dev_file"
+        self.data = {"train_file": pin(train_file[0], examples=train_file[1]), dev: pin(dev_file)}
         self.train_file, self.state = train_file, {"step": 0, "best": None, "log": [], "nonfinite": 0}
         if self.master:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -88,14 +85,16 @@ class RunFolder:
         for path in [self.out / n for n in RESULTS[2:-1]] + sorted(self.out.glob("best/**/*"), key=order):
             path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)  # a link best/ stays a link
 
-    def save(self, step, loss, metrics, nonfinite, model, tokenizer, optimizer, schedule):
-        """Log an evaluation, keep the checkpoint if it is the best, save what resuming needs (see above)."""
-        record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0], **metrics,
+    def save(self, step, means, metrics, nonfinite, model, tokenizer, optimizer, schedule):
+        """Log an evaluation (means: the loss and signals of the steps since the last, guard.py; metrics: the
+        dev set's), keep the checkpoint if it is the best, save what resuming needs (see above)."""
+        record = {"step": step, **means, "lr": schedule.get_last_lr()[0], **metrics,
                   "nonfinite": nonfinite, "seconds": round(time.perf_counter() - self.clock, 1)}
         if step == 0:  # what was trained on
             record.update(train_file=str(self.train_file[0]), train_examples=self.train_file[1])
         record = json.loads(json.dumps(record))  # as log.jsonl has it: numbers that weights_only loads
-        better = (best := self.state["best"]) is None or record["stsb_dev"] > best["stsb_dev"]  # never a NaN
+        key = self.cfg.dev_key  # the score that selects: STS-B dev's, or --dev-file's
+        better = (best := self.state["best"]) is None or record[key] > best[key]  # never a NaN
         new = {"step": step, "best": record if better else best, "log": self.state["log"] + [record],
                "nonfinite": nonfinite}  # updates skipped so far (guard.py)
         files = checkpoint_files(model, tokenizer, self.cfg, self.out / "best") if better else {}
@@ -108,6 +107,50 @@ class RunFolder:
 
     def write(self, name, record):  # a JSON file of results, e.g. test_scores.json
         write_file(self.out / name, json.dumps(record, indent=2))
+
+
+def read_run(folder):
+    """(config, data) of a run folder's run.json."""
+    try:
+        run = json.loads(read_text(Path(folder) / "run.json"))
+        return dict(run["config"]), dict(run["data"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{Path(folder) / 'run.json'}: not a run.json of train.py ({e})") from None
+
+
+def differences(config, cfg):
+    """The settings of a run.json's config that cfg changes ("name old -> new"), but where the run is and the
+    paths of the training and dev files (their contents are pinned, and compared by RunFolder)."""
+    now = experiment(cfg)
+    return [f"{k} {config.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(config) | set(now))
+            if config.get(k) != now.get(k) and k not in ("output_dir", "train_file", "dev_file")]
+
+
+class StartScores:
+    """The dev scores of starting models, kept in a folder (a grid's: experiments/grid.py) and shared by its
+    runs: a run that starts from the same weights, evaluated with the same embedding and tokenizer on the same
+    dev pairs on the same kind of device, takes its step-0 scores from there instead of computing them again.
+    The weights are those of the embedding: a fresh MLP (pooler cls, drawn from the seed) is a start of its
+    own; with the MLP in training only, it is not part of the embedding evaluated."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def get(self, model, tokenizer, pooler, dev, compute):
+        digest = sha256(json.dumps([pooler, str(next(model.parameters()).device.type), dev.sent1, dev.sent2,
+                                    dev.scores]).encode())
+        for path in tokenizer.files:
+            digest.update(Path(path).read_bytes())
+        for name, weights in model.state_dict().items():
+            if pooler == "cls" or not name.startswith("pooler."):  # the weights the embedding reads
+                digest.update(name.encode())
+                digest.update(weights.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        path = self.folder / f"{digest.hexdigest()[:32]}.json"
+        if path.exists():
+            return json.loads(read_text(path))
+        scores = compute()
+        write_file(path, json.dumps(scores))
+        return scores
 
 
 def pin(path, **more):  # what identifies a data file: its content (and where it was)

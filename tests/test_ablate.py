@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 import ablate
+from data import REPO
 from experiments import grid
 import train
 
@@ -26,6 +27,9 @@ PAPER = {
     "tableD1": {"dot product (tau: N/A)": 85.9, "cos, tau = 0.001": 84.9, "cos, tau = 0.01": 85.4,
                 "cos, tau = 0.05": 86.2, "cos, tau = 0.1": 82.0, "cos, tau = 1": 64.0},
     "batch": {f"batch {b}, lr {lr}": None for b in (64, 128, 256, 512) for lr in ("1e-5", "3e-5", "5e-5")},
+    "dropout": {name: None for name in (
+        "every dropout, p = 0.1", "no dropout", "attention only", "hidden only", "embeddings only",
+        "top 3 layers only", "bottom 3 layers + embeddings", "one view clean (0.1, 0)")},
     "figure2": {"unsup. SimCSE": None, "no dropout": None, "fixed 0.1": None, "delete one word": None},
 }
 
@@ -83,6 +87,56 @@ def test_table3_end_to_end_and_restart(tiny_checkpoint, data_root, tmp_path, mon
     ablate.main(argv)
     assert calls == [(2, True)]
     assert untimed(json.loads((out / "table3.json").read_text())["runs"]) == untimed(report["runs"])
+
+    # Again with more steps: the finished runs are not reported under the new command; nothing runs.
+    before = (out / "table3.md").read_text()
+    with pytest.raises(ValueError, match=r"p_=_0/seed-1 holds a run with other settings than this command's "
+                                         r"\(max_steps 1 -> 2\): use another --output-dir, or delete it"):
+        ablate.main(argv + ["--max-steps", "2"])
+    assert calls == [(2, True)] and (out / "table3.md").read_text() == before
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--max-steps", "0"], r"^--max-steps 0: expected an integer of at least 1$"),
+    (["--eval-steps", "0"], r"^--eval-steps 0: expected an integer of at least 1$"),
+    (["--seeds", "1", "1"], r"^--seeds 1 1: a seed given twice would be one run twice$"),
+    (["--jobs", "0"], r"^--jobs 0: expected an integer of at least 1$")])
+def test_a_zero_or_a_repeated_seed_is_an_error_before_any_run(flags, error, tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match=error):
+        ablate.main(["table3", "--model", tiny_checkpoint, "--output-dir", str(tmp_path / "t3")] + flags)
+    assert not (tmp_path / "t3").exists()
+    with pytest.raises(ValueError, match=error):
+        ablate.sweep(["--settings", "", "--seeds", "1", "--model", tiny_checkpoint, "--output-dir",
+                      str(tmp_path / "s")] + flags)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_bad_table_flag_is_one_line_and_exit_1(tmp_path):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "ablate.py", "table3", "--max-steps", "0", "--output-dir",
+                          str(tmp_path / "t3")], cwd=REPO, capture_output=True, text=True)
+    assert (run.returncode, run.stderr) == (1, "error: --max-steps 0: expected an integer of at least 1\n")
+
+
+def test_dropout_table_has_no_paper_column_and_marks_the_noise(tmp_path):
+    runs = [{"setting": name, "seed": seed, "folder": str(tmp_path), "stsb_dev": value, "dev_half_width": 0.3,
+             "seconds": 1.0}
+            for name, values in (("every dropout, p = 0.1", (82.0, 82.4, 82.2)), ("no dropout", (82.5, 82.3)),
+                                 ("one view clean (0.1, 0)", (79.0, 79.1)))
+            for seed, value in enumerate(values, 1)]
+    summary = {n: {k: grid.summarize([r[k] for r in runs if r["setting"] == n])
+                   for k in ("stsb_dev", "dev_half_width")} for n in {r["setting"] for r in runs}}
+    ablate.write_report(tmp_path, "dropout", list(ablate.rows("dropout")), runs, summary, "cmd", 1.0)
+    lines = (tmp_path / "dropout.md").read_text().splitlines()
+    header = next(x for x in lines if x.startswith("| setting"))
+    assert "paper" not in header and "STS-B dev 95% ±" in header
+    assert any("the paper has no such rows" in x for x in lines)
+    # +0.20 against 2 sqrt(0.2²/3 + 0.14²/2) = 0.31; -3.15 against the dev set's 0.30 (seeds: 0.25)
+    row = lambda label: next(x for x in lines if x.startswith(f"| {label}"))
+    assert row("no dropout ").endswith("| 0.30 | +0.20 ± 0.31, within noise |")
+    assert row("one view clean").endswith("| 0.30 | -3.15 ± 0.30 |")
+    assert (tmp_path / "dropout.png").stat().st_size > 0
 
 
 def test_not_run_rows_and_figure2_trajectories_in_the_report(tmp_path):

@@ -288,3 +288,88 @@ def test_encode_tokenises_in_chunks_with_the_same_embeddings(minilm_dir, data_ro
     n = len(set(sentences))  # each distinct sentence once
     assert calls == [16, 16, n - 32]  # never more than a chunk of sentences tokenised (and padded) at once
     assert (whole - chunked).abs().max() <= 1e-5
+
+
+# --- Your own pairs (--pairs, --dev-file), the bootstrap interval, SentEval's wmean --------------------
+
+def run_main(monkeypatch, argv):
+    import eval_sts
+    monkeypatch.setattr(sys, "argv", ["eval_sts.py"] + argv)
+    eval_sts.main()
+
+
+def test_pairs_of_stsb_dev_score_as_dev_mode(tiny_checkpoint, data_root, tmp_path, monkeypatch, capsys):
+    """STS-B dev written as a CSV and as a TSV of one's own: --pairs gives exactly --mode dev's STS-B number,
+    and a bootstrap 95% interval around it."""
+    from helpers.pairs import write_pairs
+    for name, delimiter in (("dev.csv", ","), ("dev.tsv", "\t")):
+        write_pairs(tmp_path / name, data_root, delimiter)
+    common = ["--model", tiny_checkpoint, "--data-dir", str(data_root), "--json"]
+    run_main(monkeypatch, common + [str(tmp_path / "stsb.json"), "--mode", "dev", "--tasks", "STSBenchmark"])
+    run_main(monkeypatch, common + [str(tmp_path / "pairs.json"), "--pairs", str(tmp_path / "dev.csv"),
+                                    str(tmp_path / "dev.tsv")])
+    stsb = json.loads((tmp_path / "stsb.json").read_text())["details"]["STSBenchmark"]["dev"]
+    pairs = json.loads((tmp_path / "pairs.json").read_text())["pairs"]
+    for name in ("dev.csv", "dev.tsv"):
+        ours = pairs[str(tmp_path / name)]
+        assert (ours["spearman"], ours["pearson"], ours["n"]) == (stsb["spearman"], stsb["pearson"], 1500)
+        low, high = ours["spearman_ci95"]
+        assert low < ours["spearman"] < high and 1 < high - low < 15  # 1,500 pairs: a few points wide
+    printed = capsys.readouterr().out
+    assert f"Spearman {stsb['spearman']:.2f} [{low:.2f}, {high:.2f}]" in printed
+
+
+def test_the_bootstrap_interval_is_spearmans_over_resampled_pairs():
+    """A small case against a loop of scipy's spearmanr over the same draws; ties (in gold) as mean ranks."""
+    from eval_sts import bootstrap
+    rng = np.random.default_rng(5)
+    predicted, gold = rng.normal(size=40), rng.integers(0, 6, 40).astype(float)
+    draws = np.random.default_rng(0).integers(0, 40, (200, 40))
+    loop = [100 * spearmanr(predicted[d], gold[d])[0] for d in draws]
+    assert bootstrap(predicted, gold, resamples=200) == {
+        "spearman": pytest.approx(list(np.percentile(loop, [2.5, 97.5]))),
+        "pearson": pytest.approx(list(np.percentile([100 * np.corrcoef(predicted[d], gold[d])[0, 1]
+                                                     for d in draws], [2.5, 97.5])))}
+
+
+BAD_PAIRS = [  # (file text, the error after "<path>:")
+    ("sentence1,sentence2\na,b\n", r"1: expected a header naming each of sentence1, sentence2, score once "
+                                   r"\(not score\)"),
+    ("sentence1,sentence2,score\na,b,1\nc,d\n", r"3: expected 3 columns, found 2"),
+    ("sentence1,sentence2,score\na,b,1\nc,d,high\n", r"3: expected a similarity score, got 'high'"),
+    ("sentence1,sentence2,score\na,b,1\nc,d,nan\n", r"3: expected a finite score, got 'nan'"),
+    ("sentence1,sentence2,score\na,b,1\n , d,2\n", r"3: an empty sentence"),
+    ('sentence1,sentence2,score\na,b,1\n"c,d,2\ne,f,3\n', r"3: .*quote"),
+    ("sentence1,sentence2,score\na,b,1\n", r" 1 scored pair\(s\); a correlation needs at least 2"),
+]
+
+
+@pytest.mark.parametrize("text, error", BAD_PAIRS, ids=[e[:20] for _, e in BAD_PAIRS])
+def test_a_bad_pairs_file_names_its_line(text, error, tmp_path):
+    (tmp_path / "pairs.csv").write_text(text)
+    with pytest.raises(senteval.DataError, match=rf"^{tmp_path / 'pairs.csv'}:?{error}"):
+        senteval.read_pairs(tmp_path / "pairs.csv")
+    with pytest.raises(senteval.DataError, match=r"expected a \.csv or \.tsv file"):
+        senteval.read_pairs(tmp_path)
+
+
+def test_wmean_is_senteval_weighted_mean_of_the_subsets(tmp_path, tiny_checkpoint):
+    """STS13 with subsets of 3, 4 and 5 pairs: "all" correlates them concatenated, "wmean" weighs each
+    subset's correlation by its pairs (SentEval's), and --aggregate picks the headline."""
+    folder = tmp_path / "senteval" / "STS" / "STS13-en-test"
+    folder.mkdir(parents=True)
+    words = "a man plays the guitar woman cuts an onion dog runs in field".split()
+    for k, subset in enumerate(("FNWN", "headlines", "OnWN")):
+        n = 3 + k
+        inputs = [f"{' '.join(words[i:i + 3])}\t{' '.join(words[i + 1:i + 5])}" for i in range(n)]
+        golds = [str((i * 7 + k) % 5) for i in range(n)]
+        for name, lines in ((f"STS.input.{subset}.txt", inputs), (f"STS.gs.{subset}.txt", golds)):
+            (folder / name).write_text("\n".join(lines) + "\n")
+    model, tokenizer = BertModel.from_pretrained(tiny_checkpoint), load_tokenizer(tiny_checkpoint)
+    result = {a: evaluate(model, tokenizer, "avg", tasks=["STS13"], data_dir=tmp_path, aggregate=a)
+              for a in ("all", "wmean")}
+    details = result["all"]["details"]["STS13"]
+    subsets = [details[s] for s in ("FNWN", "headlines", "OnWN")]
+    assert details["wmean"]["spearman"] == pytest.approx(sum(d["spearman"] * d["n"] for d in subsets) / 12)
+    assert result["wmean"]["scores"]["STS13"] == details["wmean"]["spearman"] != details["all"]["spearman"]
+    assert result["all"]["scores"]["STS13"] == details["all"]["spearman"]

@@ -1,7 +1,7 @@
 """--micro-batch K (gradcache.py): the update of the whole batch, K examples at a time. Its gradient equals
 one autograd pass over the whole batch that draws the same dropout masks (every pooler, pairs and triplets,
---fixed-mask, --do-mlm), the plain step's with dropout 0, and one process's plain run under torchrun; a
-micro-batched run resumes bit for bit; a bad K is one line before any work."""
+--fixed-mask, --view-dropout, --do-mlm), the plain step's with dropout 0, and one process's plain run under
+torchrun; a micro-batched run resumes bit for bit; a bad K is one line before any work."""
 import json
 import random
 import re
@@ -57,7 +57,8 @@ def one_pass(model, batch, n_views, cfg, mlm, mlm_seed):
     rows = [torch.cat([torch.arange(v * n + c, v * n + c + K) for v in range(n_views)])
             for c in range(0, n, K)]  # chunk c: examples c..c+K-1 of every view
     part = lambda r: {name: t[r] for name, t in batch.items()}
-    z = torch.cat([embed_views(model, part(r), n_views, cfg.pooler, cfg.fixed_mask) for r in rows], dim=1)
+    z = torch.cat([embed_views(model, part(r), n_views, cfg.pooler, cfg.fixed_mask, cfg.views_dropout())
+                   for r in rows], dim=1)
     loss = contrastive_loss(z, cfg.temp, cfg.hard_negative_weight)
     if mlm:
         masked, labels = mlm.masks(batch, mlm_seed)
@@ -70,6 +71,7 @@ def one_pass(model, batch, n_views, cfg, mlm, mlm_seed):
 CASES = {"pairs-cls": (2, dict(pooler="cls")), "pairs-avg": (2, dict(pooler="avg")),
          "triplets-hard-negatives": (3, dict(pooler="cls", hard_negative_weight=1.0)),
          "pairs-fixed-mask": (2, dict(pooler="cls", fixed_mask=True)),
+         "pairs-view-dropout": (2, dict(pooler="cls", view_dropout=[0.1, 0.0], dropout_layers="top:1")),
          "pairs-mlm": (2, dict(pooler="cls", do_mlm=True)),
          "triplets-mlm": (3, dict(pooler="avg", hard_negative_weight=1.0, do_mlm=True))}
 
@@ -77,10 +79,10 @@ CASES = {"pairs-cls": (2, dict(pooler="cls")), "pairs-avg": (2, dict(pooler="avg
 @pytest.mark.parametrize("case", CASES)
 def test_cached_gradient_equals_one_pass_with_the_same_masks(case, tiny_checkpoint):
     n_views, kw = CASES[case]
-    cfg = TrainConfig(micro_batch=K, dropout=0.1, **kw)
+    cfg = TrainConfig(micro_batch=K, **kw)
     model, batch, mlm, fast = setup(tiny_checkpoint, n_views, 0.1, cfg.pooler, cfg.do_mlm)
     torch.manual_seed(7)
-    cached = gradcache.cached_backward(model, batch, n_views, cfg, lambda z: z, fast.autocast, mlm, 3)
+    cached, _ = gradcache.cached_backward(model, batch, n_views, cfg, lambda z: z, fast.autocast, mlm, 3)
     after = torch.get_rng_state()
     ours = grads(model)
     model.zero_grad(set_to_none=True)
@@ -120,10 +122,11 @@ def test_with_dropout_0_the_update_is_the_plain_steps(n_views, kw, tiny_checkpoi
         cfg = TrainConfig(micro_batch=micro_batch, dropout=0.0, **kw)
         model.zero_grad(set_to_none=True)
         if micro_batch:
-            loss = gradcache.cached_backward(model, batch, n_views, cfg, lambda z: z, fast.autocast, mlm, 5)
+            loss, _ = gradcache.cached_backward(model, batch, n_views, cfg, lambda z: z, fast.autocast, mlm,
+                                                5)
         else:
             with fast.autocast():
-                loss = simcse.loss(model, batch, n_views, cfg, None, mlm, 5)
+                loss, _ = simcse.loss(model, batch, n_views, cfg, None, mlm, 5)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         result[micro_batch] = grads(model), loss.item()

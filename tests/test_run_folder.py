@@ -269,7 +269,7 @@ def test_a_full_disk_at_any_file_of_a_save_is_one_line_and_keeps_the_previous_sa
     for name in names + ["last.pt", "log.jsonl"]:  # a save that writes best/ too: it is the best so far
         full["tmp"] = Path(os.path.realpath(out / name)).with_name(Path(name).name + ".tmp")
         with pytest.raises(OSError) as error:
-            run.save(16, 0.5, {"stsb_dev": 100.0}, 0, model, tokenizer, optimizer, schedule)
+            run.save(16, {"loss": 0.5}, {"stsb_dev": 100.0}, 0, model, tokenizer, optimizer, schedule)
         assert str(error.value) == (f"{os.path.realpath(out / name)}: no space left on the device; the "
                                     f"previous save is whole: free space, then continue with --resume")
         assert snapshot(out) == saved  # not a byte changed, no .tmp left

@@ -359,3 +359,26 @@ def test_what_trains_is_bert_py_as_written(path, tiny_checkpoint, data_root, tmp
         counts = [names.count(n) for n in ("BertModel", "BertLayer", "BertSelfAttention")]
         assert counts == [1, 2, 2]  # one forward pass of both views, through the tiny BERT's 2 layers
     assert all(at is not None for at, _ in calls)  # nothing else runs in training mode
+
+
+def test_a_dev_file_of_stsb_dev_gives_the_same_run(tiny_checkpoint, data_root, tmp_path):
+    """--dev-file with STS-B dev written as a file of one's own pairs: the run of STS-B dev, number for
+    number (the score logged as "dev"), the same weights; pinned in run.json by content, so that --resume
+    with the file changed is refused."""
+    from helpers.pairs import write_pairs
+    from helpers.runs import resume_state
+    write_pairs(tmp_path / "dev.csv", data_root)
+    runs = {}
+    for name, dev_file in (("stsb", None), ("file", str(tmp_path / "dev.csv"))):
+        cfg = TrainConfig(model=tiny_checkpoint, output_dir=str(tmp_path / name), batch_size=8, max_steps=4,
+                          eval_steps=2, data_dir=str(data_root), dev_file=dev_file)
+        runs[name] = train(cfg, progress=False, test=False)["log"], resume_state(tmp_path / name)
+    renamed = lambda r: {k.replace("stsb_dev", "dev"): v for k, v in r.items() if k != "seconds"}
+    assert [renamed(r) for r in runs["stsb"][0]] == [renamed(r) for r in runs["file"][0]]
+    assert runs["stsb"][1]["model"] == runs["file"][1]["model"]
+    pinned = json.loads((tmp_path / "file" / "run.json").read_text())["data"]["dev_file"]
+    assert pinned["bytes"] == (tmp_path / "dev.csv").stat().st_size
+    with open(tmp_path / "dev.csv", "a") as f:
+        f.write("1.0,A new pair.,Another one.\n")
+    with pytest.raises(ValueError, match=r"dev.csv: not the dev file the run in .* started with"):
+        train(cfg, progress=False, test=False, resume=True)

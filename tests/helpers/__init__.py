@@ -1,2 +1,2 @@
 """What the tests share: programs run in a process of their own (cut_train.py, the fault harness;
-without_fcntl.py) and helpers for runs (runs.py)."""
+without_fcntl.py), helpers for runs (runs.py) and files of sentence pairs (pairs.py)."""

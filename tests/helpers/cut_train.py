@@ -50,8 +50,8 @@ def cut():
 skip_if_nonfinite = guard.NonFiniteGuard.skip_if_nonfinite
 
 
-def trained(self, loss, grad_norm, s):
-    skip_if_nonfinite(self, loss, grad_norm, s)
+def trained(self, loss, grad_norm, s, *signals):
+    skip_if_nonfinite(self, loss, grad_norm, s, *signals)
     now["trained"] = s
     if point == "step" and s == step:
         cut()
