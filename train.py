@@ -3,6 +3,7 @@
     python train.py --preset quick-sup --dropout 0.2   # presets, and any value overridden: see --help
     torchrun --nproc_per_node 4 train.py --preset sup-bert   # the paper's supervised run on 4 GPUs
 """
+import json
 import math
 from collections import namedtuple
 
@@ -16,6 +17,7 @@ import simcse
 from extras.augment import MaskedLMFill, augment_batch
 from bert import BertModel
 from formats.checkpoint import default_model
+from formats.files import write_file
 from infra.cli import command_errors
 from infra.config import TrainConfig, check, check_data_and_model, parse_args
 from infra.distributed import Processes
@@ -171,7 +173,7 @@ def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progres
         if wanted:
             scores = evaluation.evaluate(model, tokenizer, pooler, data_dir=run.cfg.data_dir,
                                          progress=progress)
-            run.write(f"{name}_scores.json", scores)
+            write_file(run.out / f"{name}_scores.json", json.dumps(scores, indent=2))
             print(f"------ {title} | {run.out / 'best'} | pooler {pooler} ------")
             print(evaluation.format_table(scores["scores"]))
             result[name] = scores["scores"]

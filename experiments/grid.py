@@ -4,7 +4,7 @@ paper's tables) and `ablate.py sweep` (any settings). Each run has its own folde
 settings (a finished run with other settings is refused, named) and resumes the one that was interrupted.
 --jobs N runs N at once, each in a process of its own with its share of the CPU's threads, or its own GPU
 where there are several; the runs that start from the same weights share one evaluation of them (step 0,
-run_folder.StartScores)."""
+StartScores below)."""
 import contextlib
 import json
 import math
@@ -15,14 +15,43 @@ import shlex
 import signal
 import statistics
 import time
+from hashlib import sha256
 from pathlib import Path
 
 import torch
 
 import train
-from formats.files import write_file
+from formats.files import read_text, write_file
 from infra import config
-from infra.run_folder import RunFolder, StartScores, differences, read_run
+from infra.run_folder import RunFolder, read_run
+
+
+
+class StartScores:
+    """The dev scores of starting models, kept in a folder (a grid's: experiments/grid.py) and shared by its
+    runs: a run that starts from the same weights, evaluated with the same embedding and tokenizer on the same
+    dev pairs on the same kind of device, takes its step-0 scores from there instead of computing them again.
+    The weights are those of the embedding: a fresh MLP (pooler cls, drawn from the seed) is a start of its
+    own; with the MLP in training only, it is not part of the embedding evaluated."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def get(self, model, tokenizer, pooler, dev, compute):
+        digest = sha256(json.dumps([pooler, str(next(model.parameters()).device.type), dev.sent1, dev.sent2,
+                                    dev.scores]).encode())
+        for path in tokenizer.files:
+            digest.update(Path(path).read_bytes())
+        for name, weights in model.state_dict().items():
+            if pooler == "cls" or not name.startswith("pooler."):  # the weights the embedding reads
+                digest.update(name.encode())
+                digest.update(weights.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        path = self.folder / f"{digest.hexdigest()[:32]}.json"
+        if path.exists():
+            return json.loads(read_text(path))
+        scores = compute()
+        write_file(path, json.dumps(scores))
+        return scores
 
 
 def folder_name(setting):
@@ -89,7 +118,7 @@ def plan_grid(out: Path, settings, seeds, common):
             resume = (folder / "run.json").exists()
             done = (folder / "sweep_run.json").exists()
             if done or (folder / "last.pt").exists():  # a run to reuse or go on with has the grid's settings
-                if changed := differences(read_run(folder)[0], cfg):
+                if changed := config.differences(read_run(folder)[0], cfg):
                     raise ValueError(f"{folder} holds a run with other settings than this command's "
                                      f"({'; '.join(changed)}): use another --output-dir, or delete it")
             if not done:

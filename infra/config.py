@@ -247,6 +247,14 @@ def parse_args(argv=None, description=""):
                           if k in {f.name for f in fields(TrainConfig)}}), options
 
 
+def differences(config, cfg):
+    """The settings of a run.json's config that cfg changes ("name old -> new"), but where the run is and the
+    paths of the training and dev files (their contents are pinned, and compared by RunFolder)."""
+    now = experiment(cfg)
+    return [f"{k} {config.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(config) | set(now))
+            if config.get(k) != now.get(k) and k not in ("output_dir", "train_file", "dev_file")]
+
+
 def experiment(cfg):  # what must match to resume (settings off by default only when set: older runs match)
     drop = {"data_dir"} | (set() if cfg.do_mlm else {"do_mlm", "mlm_weight"})
     drop |= set() if cfg.micro_batch else {"micro_batch"}

@@ -1,8 +1,8 @@
-"""A run's --output-dir: run.json (settings, data), best/, last.pt (weights, AdamW, schedule, step, log, best
-record: what --resume needs), log.jsonl, test_scores.json, .lock. A save writes best/'s files (when better;
-model.safetensors last), last.pt (the commit point) and log.jsonl, then renames them over the old: a full disk
-leaves the previous save whole. --resume rewrites log.jsonl from last.pt and trains the steps after it again,
-with the same data order and dropout masks (train.py): a run cut anywhere ends as uncut. No folder moves."""
+"""A run's --output-dir: run.json (settings, data), best/, last.pt (weights, AdamW, schedule, step, log, best:
+what --resume needs), log.jsonl, test_scores.json, .lock. A save writes best/'s files (when better; weights
+last), last.pt (the commit point) and log.jsonl, then renames them over the old: a full disk keeps the last
+save whole. --resume rewrites log.jsonl from last.pt and trains the steps after it again, with the same data
+order and masks (train.py): a run cut anywhere ends as uncut. No folder is ever renamed."""
 import io
 import json
 import time
@@ -14,7 +14,7 @@ from filelock import FileLock, Timeout
 
 from formats.files import read_text, write_file, write_files
 from formats.st_files import checkpoint_files
-from infra.config import experiment
+from infra.config import differences, experiment
 
 RESULTS = ("run.json", "last.pt", "log.jsonl", "test_scores.json", "transfer_scores.json", "best")
 FULL = "; the previous save is whole: free space, then continue with --resume"
@@ -22,10 +22,9 @@ FULL = "; the previous save is whole: free space, then continue with --resume"
 
 class RunFolder:
     def __init__(self, cfg, resume=False, overwrite=False, master=True):
-        """Checks only, which create and change nothing: start() takes the folder, then checks again."""
         self.out, self.cfg, self.resume, self.overwrite = Path(cfg.output_dir), cfg, resume, overwrite
         self.master, self.last, self.data = master, Path(cfg.output_dir) / "last.pt", {}
-        self.check()
+        self.check()  # checks only, which create and change nothing: start() takes the folder, checks again
 
     def check(self):
         held = [n for n in RESULTS if (self.out / n).is_file() or any(self.out.glob(n + "/*"))]
@@ -46,7 +45,7 @@ class RunFolder:
 
     def start(self, model, optimizer, schedule, train_file, dev_file):
         """Step 0's state, or last.pt's with --resume; train_file: (path, examples), dev_file: STS-B dev's or
-        --dev-file's."""
+        --dev-file's (pinned as stsb_dev or dev_file)."""
         dev = "stsb_dev" if self.cfg.dev_file is None else "dev_file"
         self.data = {"train_file": pin(train_file[0], examples=train_file[1]), dev: pin(dev_file)}
         self.train_file, self.state = train_file, {"step": 0, "best": None, "log": [], "nonfinite": 0}
@@ -75,19 +74,16 @@ class RunFolder:
         self.clock = time.perf_counter() - (self.state["log"][-1]["seconds"] if self.state["log"] else 0)
         return self.state
 
-    def clear(self):
-        """In an order that leaves, cut anywhere, a folder the same command takes up: last.pt first (never
-        resumed with other settings), the new run.json, the rest, best/'s weights first (never half loads)."""
-        self.last.unlink(missing_ok=True)
+    def clear(self):  # in an order that, cut anywhere, leaves what the same command takes up
+        self.last.unlink(missing_ok=True)  # first: the old state is never resumed with the new settings
         write_file(self.out / "run.json", json.dumps({"config": experiment(self.cfg), "data": self.data},
                                                      indent=1))
-        order = lambda p: (p.name != "model.safetensors", p.is_dir(), -len(p.parts))
+        order = lambda p: (p.name != "model.safetensors", p.is_dir(), -len(p.parts))  # weights first
         for path in [self.out / n for n in RESULTS[2:-1]] + sorted(self.out.glob("best/**/*"), key=order):
             path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)  # a link best/ stays a link
 
     def save(self, step, means, metrics, nonfinite, model, tokenizer, optimizer, schedule):
-        """Log an evaluation (means: the loss and signals of the steps since the last, guard.py; metrics: the
-        dev set's), keep the checkpoint if it is the best, save what resuming needs (see above)."""
+        """Log an evaluation (means: the steps', guard.py; metrics: the dev set's), keep the best, save."""
         record = {"step": step, **means, "lr": schedule.get_last_lr()[0], **metrics,
                   "nonfinite": nonfinite, "seconds": round(time.perf_counter() - self.clock, 1)}
         if step == 0:  # what was trained on
@@ -105,52 +101,13 @@ class RunFolder:
         write_files({**files, self.last: state.getbuffer(), self.out / "log.jsonl": log}, FULL)
         self.state.update(new)  # the same dict train.py holds
 
-    def write(self, name, record):  # a JSON file of results, e.g. test_scores.json
-        write_file(self.out / name, json.dumps(record, indent=2))
 
-
-def read_run(folder):
-    """(config, data) of a run folder's run.json."""
+def read_run(folder):  # (config, data) of a run folder's run.json
     try:
         run = json.loads(read_text(Path(folder) / "run.json"))
         return dict(run["config"]), dict(run["data"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{Path(folder) / 'run.json'}: not a run.json of train.py ({e})") from None
-
-
-def differences(config, cfg):
-    """The settings of a run.json's config that cfg changes ("name old -> new"), but where the run is and the
-    paths of the training and dev files (their contents are pinned, and compared by RunFolder)."""
-    now = experiment(cfg)
-    return [f"{k} {config.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(config) | set(now))
-            if config.get(k) != now.get(k) and k not in ("output_dir", "train_file", "dev_file")]
-
-
-class StartScores:
-    """The dev scores of starting models, kept in a folder (a grid's: experiments/grid.py) and shared by its
-    runs: a run that starts from the same weights, evaluated with the same embedding and tokenizer on the same
-    dev pairs on the same kind of device, takes its step-0 scores from there instead of computing them again.
-    The weights are those of the embedding: a fresh MLP (pooler cls, drawn from the seed) is a start of its
-    own; with the MLP in training only, it is not part of the embedding evaluated."""
-
-    def __init__(self, folder):
-        self.folder = Path(folder)
-
-    def get(self, model, tokenizer, pooler, dev, compute):
-        digest = sha256(json.dumps([pooler, str(next(model.parameters()).device.type), dev.sent1, dev.sent2,
-                                    dev.scores]).encode())
-        for path in tokenizer.files:
-            digest.update(Path(path).read_bytes())
-        for name, weights in model.state_dict().items():
-            if pooler == "cls" or not name.startswith("pooler."):  # the weights the embedding reads
-                digest.update(name.encode())
-                digest.update(weights.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-        path = self.folder / f"{digest.hexdigest()[:32]}.json"
-        if path.exists():
-            return json.loads(read_text(path))
-        scores = compute()
-        write_file(path, json.dumps(scores))
-        return scores
 
 
 def pin(path, **more):  # what identifies a data file: its content (and where it was)
