@@ -8,8 +8,10 @@ dev set (and SICK-R trial), which training uses for model selection.
     python eval_sts.py --model bert-base-uncased --pooler avg
     python eval_sts.py --model runs/quick/best --json scores.json  # the pooler the checkpoint was trained for
 """
+from formats.command_line import OUTPUT_FILE, SIZE, Distinct, Parser, command_errors, quiet_start
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import argparse
-import json
 import time
 
 import numpy as np
@@ -19,7 +21,8 @@ from scipy.stats import pearsonr, spearmanr
 
 import data
 from formats.checkpoint import default_model
-from infra.cli import add_common_flags, command_errors, device
+from formats.files import write_file
+from infra.cli import add_common_flags, device, json_text
 from formats.senteval import STS_TASKS, STS_YEARS, STSPairs
 from simcse import alignment, uniformity
 from tool import encode, load_for_evaluation
@@ -45,11 +48,7 @@ def cosine_scores(embeddings, pairs: STSPairs):
 def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=None, batch_size=128,
              progress=False, precision="fp32"):
     """{"scores": {task: headline Spearman x100, ..., "Avg": ...}, "details": {task: {subset: {...}}}}."""
-    if mode not in ("test", "dev"):
-        raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
-    tasks = tasks or (STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
-    if mode == "dev" and set(tasks) & set(STS_YEARS):
-        raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
+    tasks = tasks_of(mode, tasks)
     pairs = {}  # (task, subset) -> STSPairs
     for task in tasks:
         loaded = data.load_sts(task, data_dir, None if task in STS_YEARS else splits_to_score(task, mode))
@@ -85,6 +84,17 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
     return {"mode": mode, "pooler": pooler, "precision": precision, "scores": scores, "details": details}
 
 
+def tasks_of(mode, tasks=None):
+    """The tasks a mode evaluates: `tasks`, or all of the mode's."""
+    if mode not in ("test", "dev"):
+        raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
+    if len(set(tasks or ())) < len(tasks or ()):  # a task twice would count twice in Avg.
+        raise ValueError(f"tasks {' '.join(tasks)}: a task given twice")
+    if mode == "dev" and set(tasks or ()) & set(STS_YEARS):
+        raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
+    return tasks or (STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
+
+
 def dev_metrics(model, tokenizer, dev: STSPairs, pooler):
     """What training selects models by: STS-B dev Spearman x100, and the analysis of section 5 on it --
     alignment (pairs with a gold score above 4) and uniformity (all its sentences)."""
@@ -106,37 +116,35 @@ def format_table(scores):
     return "\n".join([rule, row(names), rule, row(cells), rule])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
+def main(argv=None):
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser)  # every flag checked as it is read (formats/command_line.py)
     parser.add_argument("--mode", default="test", choices=["test", "dev"],
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
-    parser.add_argument("--tasks", nargs="+", choices=STS_TASKS,
+    parser.add_argument("--tasks", nargs="+", choices=STS_TASKS, action=Distinct,
                         help="a subset of the tasks (default: all of the mode's)")
-    parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--batch-size", type=int, default=128,
+    parser.add_argument("--json", metavar="PATH", type=OUTPUT_FILE,
+                        help="also write every number to this JSON file")
+    parser.add_argument("--batch-size", type=SIZE, default=128,
                         help="sentences per forward pass (default: 128)")
     parser.add_argument("--subsets", action="store_true", help="also print each STS12-16 subset")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     model_name = args.model or default_model()
     with command_errors():
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
+        tasks_of(args.mode, args.tasks)  # before the model is loaded
         model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device())
         start = time.perf_counter()
         results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir, args.batch_size,
                            progress=True, precision=args.precision)
-    seconds = time.perf_counter() - start
-    print(f"------ {args.mode} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
-    print(format_table(results["scores"]))
-    if args.subsets:
-        for task, subsets in results["details"].items():
-            print(task + ": " + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in subsets.items()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"model": model_name, "seconds": seconds, **results}, f, indent=2)
+        seconds = time.perf_counter() - start
+        print(f"------ {args.mode} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
+        print(format_table(results["scores"]))
+        if args.subsets:
+            for task, subsets in results["details"].items():
+                print(task + ": " + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in subsets.items()))
+        if args.json:  # whole, or not at all (files.py)
+            write_file(args.json, json_text({"model": model_name, "seconds": seconds, **results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
     python train.py --preset quick-sup --dropout 0.2   # presets, and any value overridden: see --help
     torchrun --nproc_per_node 4 train.py --preset sup-bert   # the paper's supervised run on 4 GPUs
 """
+from formats.command_line import command_errors, quiet_start
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import math
 from collections import namedtuple
 
@@ -16,7 +19,6 @@ import simcse
 from extras.augment import MaskedLMFill, augment_batch
 from bert import BertModel
 from formats.checkpoint import default_model
-from infra.cli import command_errors
 from infra.config import TrainConfig, check, check_data_and_model, parse_args
 from infra.distributed import Processes
 from extras.gradcache import cached_backward
@@ -161,10 +163,14 @@ def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progres
     return result
 
 
-if __name__ == "__main__":
-    cfg, options = parse_args(None, __doc__)
+def main(argv=None):
+    cfg, options = parse_args(argv, __doc__)  # every flag read and checked (config.py)
     interrupted = "nothing is lost; continue with the same command and --resume"
     if options["overwrite"]:  # its deletion of the old run may have begun
         interrupted = "the same command starts over; --resume in place of --overwrite keeps its saves"
     with command_errors(interrupted):
         train(cfg, **options)
+
+
+if __name__ == "__main__":
+    main()

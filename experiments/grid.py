@@ -4,7 +4,6 @@ folder, <output-dir>/<setting>/seed-<seed>; started again, a grid skips the runs
 the one that was interrupted."""
 import json
 import re
-import shlex
 import statistics
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import train
 from formats.files import write_file
 from infra import config
+from infra.cli import json_text
 from infra.run_folder import RunFolder
 
 
@@ -37,14 +37,15 @@ def cell(s):
 
 
 def plan_grid(out: Path, settings, seeds, common):
-    """Every run of a grid, checked before any runs: settings are (name, folder, train.py flags), each run
-    <out>/<folder>/seed-<seed> with the flags `common + flags`. Returns [(name, seed, folder, cfg, options,
-    done)]; a run with run.json is resumed, one with sweep_run.json is done."""
+    """Every run of a grid, checked before any runs: settings are (name, folder, train.py flags as a list of
+    values, never a string to split again), each run <out>/<folder>/seed-<seed> with the flags `common +
+    flags`. Returns [(name, seed, folder, cfg, options, done)]; a run with run.json is resumed, one with
+    sweep_run.json is done."""
     plan = []  # parse every run's flags before running any, so that a typo stops nothing half-way
     for name, subfolder, flags in settings:
         for seed in seeds:
             folder = out / subfolder / f"seed-{seed}"
-            argv_run = common + shlex.split(flags) + ["--seed", str(seed), "--output-dir", str(folder)]
+            argv_run = [*common, *flags, "--seed", str(seed), "--output-dir", str(folder)]
             cfg, options = config.parse_args(argv_run)
             config.check(cfg)  # values in range, the model found
             resume = (folder / "run.json").exists()
@@ -76,7 +77,7 @@ def run_grid(plan, names, report):
                       "best_step": trained["step"], "start": result["log"][0]["stsb_dev"],
                       "test_avg": result["test"]["Avg"] if result["test"] else None,
                       "seconds": round(time.perf_counter() - start, 1)}  # of the call that finished it
-            write_file(result_file, json.dumps(record, indent=2))
+            write_file(result_file, json_text(record, indent=2))
         runs.append(json.loads(result_file.read_text(encoding="utf-8")))
         summary = {s: {"stsb_dev": summarize([r["stsb_dev"] for r in runs if r["setting"] == s]),
                        "test_avg": summarize([r["test_avg"] for r in runs if r["setting"] == s])}
@@ -87,7 +88,7 @@ def run_grid(plan, names, report):
 
 def write_report(out: Path, settings, runs, summary, command):
     report = {"command": command, "runs": runs, "summary": summary}
-    write_file(out / "sweep.json", json.dumps(report, indent=2))
+    write_file(out / "sweep.json", json_text(report, indent=2))
     lines = ["| setting | n | best STS-B dev, mean ± std [min, max] | test Avg., mean ± std [min, max] |",
              "|---|---|---|---|"]
     lines += [f"| `{s}` | {v['stsb_dev']['n']} | {cell(v['stsb_dev'])} | {cell(v['test_avg'])} |"
@@ -103,7 +104,7 @@ def write_report(out: Path, settings, runs, summary, command):
         return table
     fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(settings)), 3.5))
     for i, s in enumerate(settings):
-        values = [r["stsb_dev"] for r in runs if r["setting"] == s]
+        values = [r["stsb_dev"] for r in runs if r["setting"] == s and r["stsb_dev"] is not None]
         ax.plot([i] * len(values), values, ".", color="gray")
         m = summary[s]["stsb_dev"]
         if m["n"]:

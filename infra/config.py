@@ -8,6 +8,7 @@ from typing import Optional
 
 from extras import augment
 from formats.checkpoint import check_model
+from formats.command_line import Parser, folder_problem, output_problem
 from infra.cli import add_common_flags
 from formats.files import DataError
 from simcse import POOLERS, SIMILARITIES, embedding_pooler
@@ -71,8 +72,8 @@ def check(cfg: TrainConfig):
     problems = [
         ("--batch-size", cfg.batch_size >= 2, "an integer of at least 2 (in-batch negatives need others)"),
         ("--lr", math.isfinite(cfg.lr) and cfg.lr > 0, "a positive number"),
-        ("--epochs", math.isfinite(cfg.epochs) and cfg.epochs > 0, "a positive number"),
-        ("--max-steps", cfg.max_steps is None or cfg.max_steps >= 1, "an integer of at least 1"),
+        ("--epochs", 0 < cfg.epochs <= 1e6, "a positive number of at most 1e6"),  # (a finite step count)
+        ("--max-steps", cfg.max_steps is None or 1 <= cfg.max_steps < 2**63, "an integer in [1, 2**63)"),
         ("--max-length", cfg.max_length >= 2, "an integer of at least 2 ([CLS] and [SEP])"),
         ("--temp", math.isfinite(cfg.temp) and cfg.temp > 0, "a positive number"),
         ("--dropout", 0 <= cfg.dropout < 1, "a probability in [0, 1)"),
@@ -91,6 +92,17 @@ def check(cfg: TrainConfig):
         if not ok:
             value = getattr(cfg, flag[2:].replace("-", "_"))
             raise ValueError(f"{flag} {value}: expected {expected}")
+    for name, value in asdict(cfg).items():  # every integer one torch can hold (int64)
+        if type(value) is int and not -2**63 <= value < 2**63:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: expected an integer below 2**63")
+    text = lambda value, what: None if str(value).strip() else f"an empty {what}"
+    for flag, value, problem in (  # the paths: of the right kind (a folder is made, in a writable folder)
+            ("--output-dir", cfg.output_dir, output_problem(cfg.output_dir, folder=True)),
+            ("--train-file", cfg.train_file, text(cfg.train_file, "path")),  # (or in the data folder)
+            ("--model", cfg.model, cfg.model is not None and text(cfg.model, "name")),
+            ("--data-dir", cfg.data_dir, cfg.data_dir is not None and folder_problem(cfg.data_dir))):
+        if problem:
+            raise ValueError(f"{flag} {value!r}: {problem}")
     if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
         raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
     if cfg.augment is not None:
@@ -135,8 +147,8 @@ def preset_help():
 
 def parse_args(argv=None, description=""):
     """(TrainConfig, run options: test, resume, overwrite, compile, transfer)."""
-    parser = argparse.ArgumentParser(description=description, epilog=preset_help(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=description, epilog=preset_help(),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)  # (formats/command_line.py)
     parser.add_argument("--preset", default="quick", choices=PRESETS, help="starting values (default: quick)")
     flag = lambda name, **kw: parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                                                   **kw)

@@ -14,7 +14,7 @@ from filelock import FileLock, Timeout
 
 from formats.files import read_text, write_file, write_files
 from formats.st_files import checkpoint_files
-from infra.config import experiment
+from infra import cli, config
 
 RESULTS = ("run.json", "last.pt", "log.jsonl", "test_scores.json", "transfer_scores.json", "best")
 FULL = "; the previous save is whole: free space, then continue with --resume"
@@ -32,11 +32,11 @@ class RunFolder:
         if self.resume and self.last.exists():  # the same settings and data go on, wherever they are now
             try:
                 run = json.loads(read_text(self.out / "run.json"))
-                config, data, now = dict(run["config"]), dict(run["data"]), experiment(self.cfg)
+                saved, data, now = dict(run["config"]), dict(run["data"]), config.experiment(self.cfg)
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{self.out / 'run.json'}: not a run.json of train.py ({e})") from None
-            if changed := [f"{k} {config.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(config) | set(now))
-                           if config.get(k) != now.get(k) and k not in ("output_dir", "train_file")]:
+            if changed := [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+                           if saved.get(k) != now.get(k) and k not in ("output_dir", "train_file")]:
                 raise ValueError(f"{self.out} was trained with another configuration; --resume needs the "
                                  f"same ({'; '.join(changed)})")
             for key, pin in self.data.items():  # known in start(): compared by content, not by path
@@ -67,11 +67,12 @@ class RunFolder:
                 self.state = torch.load(self.last, map_location="cpu", weights_only=True)
                 for name, part in (("model", model), ("optimizer", optimizer), ("schedule", schedule)):
                     part.load_state_dict(self.state.pop(name))
+                cli.expect(self.state, step=int, log=[{"seconds": float}], best=dict | None, nonfinite=int)
             except Exception as e:  # truncated, or not train.py's: torch's advice to unpickle is no help
                 why = (str(e) or repr(e)).splitlines()[0][:100]
                 raise ValueError(f"{self.last}: cannot be read ({why}); --overwrite starts over") from None
             if self.master:  # log.jsonl as last.pt has it (a save may have been cut before the log)
-                write_file(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.state["log"]))
+                write_file(self.out / "log.jsonl", cli.json_lines(self.state["log"]))  # NaN as null
                 print(f"resuming {self.out} after step {self.state['step']}")
         elif self.master:  # from step 0, nothing of a run before (--overwrite, or cut before its first save)
             self.clear()
@@ -82,8 +83,7 @@ class RunFolder:
         """In an order that leaves, cut anywhere, a folder the same command takes up: last.pt first (never
         resumed with other settings), the new run.json, the rest, best/'s weights first (never half loads)."""
         self.last.unlink(missing_ok=True)
-        write_file(self.out / "run.json", json.dumps({"config": experiment(self.cfg), "data": self.data},
-                                                     indent=1))
+        self.write("run.json", {"config": config.experiment(self.cfg), "data": self.data})
         order = lambda p: (p.name != "model.safetensors", p.is_dir(), -len(p.parts))
         for path in [self.out / n for n in RESULTS[2:-1]] + sorted(self.out.glob("best/**/*"), key=order):
             path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)  # a link best/ stays a link
@@ -102,12 +102,12 @@ class RunFolder:
         state = io.BytesIO()  # bytes, written as every file is: a full disk is one OSError naming last.pt
         torch.save({**new, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict()}, state)
-        log = "".join(json.dumps(r) + "\n" for r in new["log"])
+        log = cli.json_lines(new["log"])  # strict JSON: NaN as null (and a note of it), never a bare NaN
         write_files({**files, self.last: state.getbuffer(), self.out / "log.jsonl": log}, FULL)
         self.state.update(new)  # the same dict train.py holds
 
     def write(self, name, record):  # a JSON file of results, e.g. test_scores.json
-        write_file(self.out / name, json.dumps(record, indent=2))
+        write_file(self.out / name, cli.json_text(record, indent=2))
 
 
 def pin(path, **more):  # what identifies a data file: its content (and where it was)

@@ -43,7 +43,7 @@ def test_each_table_carries_the_papers_numbers():
 def test_every_row_is_valid_train_flags_or_says_why_not(table, tiny_checkpoint, tmp_path):
     listed = list(ablate.rows(table))
     assert len({grid.folder_name(name) for *_, name, _ in listed}) == len(listed)  # a folder each
-    settings = [(name, grid.folder_name(name), f"{base} {row.flags.format(pairs='pairs.csv')}")
+    settings = [(name, grid.folder_name(name), ablate.train_argv(base, row, tmp_path / "t"))
                 for _, base, row, name, why_not in listed if why_not is None]
     plan = grid.plan_grid(tmp_path, settings, [1], ["--model", tiny_checkpoint])  # config.check on each
     assert len(plan) == len(settings) >= len(listed) - 2
