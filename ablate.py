@@ -21,6 +21,9 @@ it needs. It writes <output-dir>/TABLE.md (setting | paper | ours mean ± std [m
 bootstrap half-width | difference to the table's default row ± its noise), TABLE.json (every run and every
 number) and TABLE.png, and says the wall time.
 """
+from formats.command_line import OUTPUT_FOLDER, SIZE, Distinct, Parser, command_errors, quiet_start, seed
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import argparse
 import csv
 import io
@@ -37,7 +40,7 @@ from infra import config
 import data
 from formats import training_files
 from experiments import grid
-from infra.cli import add_common_flags, command_errors
+from infra.cli import add_common_flags, json_text
 from formats.files import write_file
 
 Row = namedtuple("Row", "label flags paper why_not", defaults=(None,))  # paper: STS-B dev x100, BERT-base
@@ -133,9 +136,15 @@ def rows(table, model=None):
         for row in section_rows:
             why_not = row.why_not
             if row.flags and "--augment" in row.flags:  # WordNet, an MLM head: on this machine?
-                flags = shlex.split(row.flags)
+                flags = row.flags.split()
                 why_not = augment.unavailable(flags[flags.index("--augment") + 1], model)
             yield section, base, row, f"{section}: {row.label}" if section else row.label, why_not
+
+
+def train_argv(base, row, out):
+    """A row's train.py flags as a list of values (never a string split again): the table's text split at its
+    spaces, `{pairs}` replaced by the path of Table 7's pairs file, whole (spaces, backslashes and all)."""
+    return [str(out / PAIRS) if item == "{pairs}" else item for item in f"{base} {row.flags}".split()]
 
 
 def default_name(table, section):
@@ -149,7 +158,7 @@ def estimate(plan):
     MiniLM on a 2-core CPU with AMX (`python -m bench train`). Other models and machines: scale it."""
     total = 0.0
     for _, _, _, cfg, _, done in plan:
-        views = 1.15 if cfg.train_file.endswith(".csv") else 1.0
+        views = 1.15 if cfg.train_file.lower().endswith(".csv") else 1.0
         evaluations = cfg.max_steps // cfg.eval_steps + 1
         total += 0 if done else (RUN_SECONDS + cfg.max_steps * STEP_SECONDS * cfg.batch_size / 64 * views
                                  + evaluations * EVAL_SECONDS)
@@ -171,12 +180,14 @@ def log_of(run):
 
 
 def trajectory(runs):
-    """(step, alignment, uniformity) at each evaluation, the mean over the seeds that reached it."""
+    """(step, alignment, uniformity) at each evaluation, the mean over the seeds that reached it with finite
+    values (null in log.jsonl: a NaN); a step without any is left out."""
     logs = [log_of(r) for r in runs]
     steps = sorted({rec["step"] for log in logs for rec in log})
-    at = lambda key, step: [rec[key] for log in logs for rec in log if rec["step"] == step]
+    at = lambda key, step: [rec[key] for log in logs for rec in log
+                            if rec["step"] == step and rec.get(key) is not None]
     return [(s, sum(at("align", s)) / len(at("align", s)), sum(at("uniform", s)) / len(at("uniform", s)))
-            for s in steps]
+            for s in steps if at("align", s) and at("uniform", s)]
 
 
 def write_report(out, table, listed, runs, summary, command, wall):
@@ -202,7 +213,7 @@ def write_report(out, table, listed, runs, summary, command, wall):
     if table == "figure2":
         result["trajectories"] = {r["name"]: trajectory([x for x in runs if x["setting"] == r["name"]])
                                   for r in report_rows if any(x["setting"] == r["name"] for x in runs)}
-    write_file(out / f"{table}.json", json.dumps(result, indent=2))
+    write_file(out / f"{table}.json", json_text(result, indent=2))
 
     number = lambda x, sign="": "—" if x is None else f"{x:{sign}.2f}"
     paper = any(r["paper"] is not None for r in report_rows)  # a table the paper does not have: no column
@@ -282,21 +293,22 @@ test average), sweep.md (the table) and sweep.png."""
 
 
 def sweep(argv):
-    parser = argparse.ArgumentParser(prog="ablate.py sweep", description=SWEEP_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds of each setting")
+    parser = Parser(prog="ablate.py sweep", description=SWEEP_HELP,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)  # (formats/command_line.py)
+    parser.add_argument("--seeds", type=SEED, nargs="+", required=True, action=Distinct,
+                        help="the seeds of each setting")
     parser.add_argument("--settings", nargs="+", default=[""], metavar="FLAGS",
                         help='one string of train.py flags per setting, e.g. "--dropout 0.1 --fixed-mask" '
                              '(a lone flag needs a space: " --fixed-mask")')
-    parser.add_argument("--output-dir", required=True,
+    parser.add_argument("--output-dir", required=True, type=OUTPUT_FOLDER,
                         help="the sweep's folder; each run gets a folder inside")
     add_jobs_flag(parser)
     args, common = parser.parse_known_args(argv)
-    check_jobs(args.jobs)
     out = Path(args.output_dir)
     if len(set(map(grid.folder_name, args.settings))) < len(args.settings):
         raise SystemExit("error: two settings give the same folder name; make them differ")
-    plan = grid.plan_grid(out, [(s, grid.folder_name(s), s) for s in args.settings], args.seeds, common)
+    settings = [(s, grid.folder_name(s), shlex.split(s)) for s in args.settings]  # as a shell splits them
+    plan = grid.plan_grid(out, settings, args.seeds, common)
     out.mkdir(parents=True, exist_ok=True)
     command = "python ablate.py sweep " + shlex.join(argv)
     report = lambda runs, summary: grid.write_report(out, args.settings, runs, summary, command)
@@ -305,23 +317,28 @@ def sweep(argv):
 
 
 def main(argv=None):
+    """`python ablate.py TABLE ...`, or `python ablate.py sweep ...`: any settings x seeds."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sweep"]:  # any settings x seeds
-        return sweep(argv[1:])
+    with command_errors("nothing is lost; run the same command again to go on"):
+        return sweep(argv[1:]) if argv[:1] == ["sweep"] else run_table(argv)
+
+
+def run_table(argv):
     defaults = ("python ablate.py sweep --help: a sweep of any settings x seeds.\n\n"
                 "laptop defaults (--batch-size 64):") + "".join(
         f"\n  {name}: --seeds {' '.join(map(str, t['seeds']))} --max-steps {t['steps']} "
         f"--eval-steps {t['eval_steps']}" for name, t in TABLES.items())
-    parser = argparse.ArgumentParser(description=__doc__, epilog=defaults,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = Parser(description=__doc__, epilog=defaults,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)  # (formats/command_line.py)
     parser.add_argument("table", choices=TABLES)
-    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds of each row (default: the table's)")
-    parser.add_argument("--max-steps", type=int, help="updates of each run (default: the table's)")
-    parser.add_argument("--eval-steps", type=int, help="STS-B dev every N steps (default: the table's)")
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64; the "
-                                                                   "batch table sets its own)")
+    parser.add_argument("--seeds", type=SEED, nargs="+", action=Distinct,
+                        help="the seeds of each row (default: the table's)")
+    parser.add_argument("--max-steps", type=SIZE, help="updates of each run (default: the table's)")
+    parser.add_argument("--eval-steps", type=SIZE, help="STS-B dev every N steps (default: the table's)")
+    parser.add_argument("--batch-size", type=SIZE, default=64, help="examples per batch (default 64; the "
+                                                                    "batch table sets its own)")
     add_common_flags(parser, pooler=False, precision=None)  # passed on to train.py
-    parser.add_argument("--output-dir", help="the table's folder (default: runs/TABLE)")
+    parser.add_argument("--output-dir", type=OUTPUT_FOLDER, help="the table's folder (default: runs/TABLE)")
     parser.add_argument("--list", action="store_true", help="print the rows and their flags; run none")
     add_jobs_flag(parser)
     args = parser.parse_args(argv)
@@ -334,17 +351,18 @@ def main(argv=None):
             print(f"{name}: paper {row.paper}; "
                   + (f"not run: {why_not}" if why_not else f"{base} {row.flags}"))
         return
-    check_jobs(args.jobs)
-    steps = spec["steps"] if args.max_steps is None else args.max_steps  # 0: an error, not the default
-    every = spec["eval_steps"] if args.eval_steps is None else args.eval_steps
-    common = ["--max-steps", str(steps), "--eval-steps", str(every), "--batch-size", str(args.batch_size),
-              "--no-test"]
+    common = {"--max-steps": str(args.max_steps or spec["steps"]), "--batch-size": str(args.batch_size),
+              "--eval-steps": str(args.eval_steps or spec["eval_steps"])}  # (0 is refused as it is read)
     for flag in ("model", "precision", "data_dir"):
         if getattr(args, flag) is not None:
-            common += ["--" + flag.replace("_", "-"), getattr(args, flag)]
-    settings = [(name, grid.folder_name(name), f"{base} " + row.flags.format(pairs=out / PAIRS))
+            common["--" + flag.replace("_", "-")] = getattr(args, flag)
+
+    def train_flags(base, row):  # a row's own flags win over the common ones (the batch table's --batch-size)
+        own = train_argv(base, row, out)
+        return [x for flag, value in common.items() if flag not in own for x in (flag, value)] + own
+    settings = [(name, grid.folder_name(name), train_flags(base, row) + ["--no-test"])
                 for _, base, row, name, why_not in listed if why_not is None]
-    plan = grid.plan_grid(out, settings, args.seeds or spec["seeds"], common)  # every run checked first
+    plan = grid.plan_grid(out, settings, args.seeds or spec["seeds"], [])  # every run checked first
     left = sum(not p[-1] for p in plan)
     print(f"{table}: {len(plan)} runs ({len(plan) - left} done before), {len(listed) - len(settings)} row(s) "
           f"not run; about {estimate(plan) / 60:.0f} min for the {left} left one at a time (a guess for the "
@@ -353,7 +371,7 @@ def main(argv=None):
         if why_not:
             print(f"  {name}: not run: {why_not}")
     out.mkdir(parents=True, exist_ok=True)
-    if any(str(out / PAIRS) in flags for _, _, flags in settings):
+    if any(str(out / PAIRS) in flags for _, _, flags in settings):  # (a value of the list)
         write_entailment_pairs(out, args.data_dir)
     command = "python ablate.py " + shlex.join(argv)
     report = lambda runs, summary: write_report(out, table, listed, runs, summary, command,
@@ -365,17 +383,14 @@ def main(argv=None):
 START_SCORES = ".start_scores"  # in a grid's folder: its evaluations of starting models (step 0), shared
 
 
+SEED = seed(2**63)  # torch.manual_seed's range
+
+
 def add_jobs_flag(parser):
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+    parser.add_argument("--jobs", type=SIZE, default=1, metavar="N",
                         help="runs at once, each in a process of its own with 1/N of the CPU's threads (or "
                              "its own GPU where there are several); default 1: one after another, here")
 
 
-def check_jobs(jobs):
-    if jobs < 1:
-        raise ValueError(f"--jobs {jobs}: expected an integer of at least 1")
-
-
 if __name__ == "__main__":
-    with command_errors("nothing is lost; run the same command again to go on"):
-        main()
+    main()

@@ -11,7 +11,9 @@ It is found from the --data-dir flag, else $SIMCSE_DATA_DIR, else ./data, else .
 needs and the folder lacks is fetched from the authors' dataset repository on the Hugging Face hub
 (download.py; `python data.py download` fetches everything up front).
 """
-import argparse
+from formats.command_line import FOLDER, Parser, command_errors, quiet_start
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import os
 from pathlib import Path
 
@@ -117,16 +119,15 @@ def download(root=None):
     print(f"the data folder {folder} is complete")
 
 
-def main():
-    parser = argparse.ArgumentParser(description="The project's data folder. " + GET_DATA_HELP)
+def main(argv=None):
+    parser = Parser(description="The project's data folder. " + GET_DATA_HELP)  # (command_line.py)
     sub = parser.add_subparsers(dest="command", required=True)
     get = sub.add_parser("download", help="fetch the evaluation sets and the two training files")
-    get.add_argument("--data-dir", help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
-    args = parser.parse_args()
-    try:
+    get.add_argument("--data-dir", type=FOLDER,
+                     help=f"data folder (default: ${DATA_DIR_ENV}, ./data or ../shared/data)")
+    args = parser.parse_args(argv)
+    with command_errors():
         download(args.data_dir)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
 
 
 if __name__ == "__main__":

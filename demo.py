@@ -10,7 +10,9 @@ plain JavaScript, figures drawn in the page): no framework, nothing fetched from
 the loss are simcse.py's (embed_views, contrastive_loss), similarities and search tool.py's (SimCSE); the
 page computes nothing, it draws the numbers it is sent. docs/demo.md says what each view teaches.
 """
-import argparse
+from formats.command_line import FOLDER, INPUT_FILE, TEXT, Parser, checked, command_errors, quiet_start
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import json
 import math
 import mimetypes
@@ -30,8 +32,8 @@ import torch.nn.functional as F
 import data
 import simcse
 from formats.checkpoint import check_model, default_model
-from infra.cli import add_common_flags, command_errors
 from formats.files import read_text
+from infra.cli import add_common_flags
 from tool import SimCSE, read_corpus
 
 REPO = Path(__file__).resolve().parent
@@ -442,23 +444,29 @@ def load_corpus(args):
     return list(dict.fromkeys(dev.sent1 + dev.sent2)), "STS-B dev sentences"
 
 
+PORT = checked(int, "a port in [0, 65535] (0: a free one)", lambda v: 0 <= v < 65536)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="A page for teaching SimCSE: two dropout views of a batch, "
-                                                 "similarity, search, training runs, two models.")
+    parser = Parser(description="A page for teaching SimCSE: two dropout views of a batch, similarity, "
+                                "search, training runs, two models.")  # every flag checked as it is read
     add_common_flags(parser, precision=False)  # --model, --pooler, --data-dir
-    parser.add_argument("--compare", help="a second model, beside --model in the Before and after view")
-    parser.add_argument("--runs", nargs="+", type=Path,
+    parser.add_argument("--compare", type=TEXT,
+                        help="a second model, beside --model in the Before and after view")
+    parser.add_argument("--runs", nargs="+", type=FOLDER,
                         help="folders of training runs and ablate.py reports (default: runs, results)")
-    parser.add_argument("--corpus", help="sentences to search, one a line (default: the STS-B dev sentences)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--corpus", type=INPUT_FILE,
+                        help="sentences to search, one a line (default: the STS-B dev sentences)")
+    parser.add_argument("--host", default="127.0.0.1", type=TEXT,
+                        help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=PORT, default=0, help="port (default: a free one)")
     args = parser.parse_args(argv)
     with command_errors():
         corpus, corpus_name = load_corpus(args)  # every input checked before a model is loaded
         for folder in args.runs or ():
-            if not folder.is_dir():
+            if not Path(folder).is_dir():
                 raise FileNotFoundError(f"--runs {folder}: no such folder")
-        roots = [f.resolve() for f in args.runs or (Path("runs"), REPO / "results") if f.is_dir()]
+        roots = [Path(f).resolve() for f in args.runs or ("runs", REPO / "results") if Path(f).is_dir()]
         models = {"A": args.model or default_model(), **({"B": args.compare} if args.compare else {})}
         for path in models.values():
             check_model(path)

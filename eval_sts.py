@@ -11,8 +11,10 @@ interval: how far another sample of as many pairs could move the number.
     python eval_sts.py --model runs/quick/best --json scores.json  # the pooler the checkpoint was trained for
     python eval_sts.py --model runs/quick/best --pairs my_pairs.csv   # header: sentence1,sentence2,score
 """
+from formats.command_line import INPUT_FILE, OUTPUT_FILE, SIZE, Distinct, Parser, command_errors, quiet_start
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import argparse
-import json
 import time
 
 import numpy as np
@@ -22,8 +24,9 @@ from scipy.stats import pearsonr, rankdata, spearmanr
 
 import data
 from formats.checkpoint import default_model
-from infra.cli import add_common_flags, command_errors, device
+from formats.files import write_file
 from formats.senteval import STS_TASKS, STS_YEARS, STSPairs, read_pairs
+from infra.cli import add_common_flags, device, json_text
 from simcse import alignment, uniformity
 from tool import encode, load_for_evaluation
 
@@ -77,13 +80,9 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
              progress=False, precision="fp32", aggregate="all"):
     """{"scores": {task: headline Spearman x100, ..., "Avg": ...}, "details": {task: {subset: {...}}}};
     aggregate: STS12-16's headline, "all" (the subsets concatenated) or "wmean" (SentEval's weighted mean)."""
-    if mode not in ("test", "dev"):
-        raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
     if aggregate not in AGGREGATES:
         raise ValueError(f"--aggregate {aggregate}: expected one of {', '.join(AGGREGATES)}")
-    tasks = tasks or (STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
-    if mode == "dev" and set(tasks) & set(STS_YEARS):
-        raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
+    tasks = tasks_of(mode, tasks)
     pairs = {}  # (task, subset) -> STSPairs
     for task in tasks:
         loaded = data.load_sts(task, data_dir, None if task in STS_YEARS else splits_to_score(task, mode))
@@ -114,6 +113,17 @@ def evaluate(model, tokenizer, pooler="cls", mode="test", tasks=None, data_dir=N
 
 
 AGGREGATES = ("all", "wmean")
+
+
+def tasks_of(mode, tasks=None):
+    """The tasks a mode evaluates: `tasks`, or all of the mode's."""
+    if mode not in ("test", "dev"):
+        raise ValueError(f"mode must be 'test' or 'dev', not {mode!r}")
+    if len(set(tasks or ())) < len(tasks or ()):  # a task twice would count twice in Avg.
+        raise ValueError(f"tasks {' '.join(tasks)}: a task given twice")
+    if mode == "dev" and set(tasks or ()) & set(STS_YEARS):
+        raise ValueError("STS12-16 have no dev split; --mode dev evaluates STSBenchmark and SICKRelatedness")
+    return tasks or (STS_TASKS if mode == "test" else ["STSBenchmark", "SICKRelatedness"])
 
 
 def evaluate_pairs(model, tokenizer, files, pooler="cls", batch_size=128, progress=False, precision="fp32"):
@@ -149,30 +159,29 @@ def format_table(scores):
     return "\n".join([rule, row(names), rule, row(cells), rule])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
+def main(argv=None):
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser)  # every flag checked as it is read (formats/command_line.py)
     parser.add_argument("--mode", default="test", choices=["test", "dev"],
                         help="test: the seven test numbers; dev: STS-B dev and SICK-R trial (default: test)")
-    parser.add_argument("--tasks", nargs="+", choices=STS_TASKS,
+    parser.add_argument("--tasks", nargs="+", choices=STS_TASKS, action=Distinct,
                         help="a subset of the tasks (default: all of the mode's)")
-    parser.add_argument("--pairs", nargs="+", metavar="FILE",
+    parser.add_argument("--pairs", nargs="+", metavar="FILE", type=INPUT_FILE, action=Distinct,
                         help="score these files of sentence pairs instead of the tasks: .csv or .tsv, "
                              "a header naming sentence1, sentence2 and score")
     parser.add_argument("--aggregate", default="all", choices=AGGREGATES,
                         help="STS12-16's number: all (the subsets concatenated, the paper's; default) or "
                              "wmean (SentEval's mean of the subsets weighted by their pairs)")
-    parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--batch-size", type=int, default=128,
+    parser.add_argument("--json", metavar="PATH", type=OUTPUT_FILE,
+                        help="also write every number to this JSON file")
+    parser.add_argument("--batch-size", type=SIZE, default=128,
                         help="sentences per forward pass (default: 128)")
     parser.add_argument("--subsets", action="store_true", help="also print each STS12-16 subset")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     model_name = args.model or default_model()
     with command_errors():
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: expected an integer of at least 1")
+        tasks_of(args.mode, args.tasks)  # before the model is loaded
         if args.pairs and args.tasks:
             raise ValueError("--pairs scores your files instead of the tasks: give --tasks or --pairs")
         files = {path: read_pairs(path) for path in args.pairs or ()}  # refused before any loading
@@ -185,22 +194,21 @@ def main():
             results = evaluate(model, tokenizer, pooler, args.mode, args.tasks, args.data_dir,
                                args.batch_size, progress=True, precision=args.precision,
                                aggregate=args.aggregate)
-    seconds = time.perf_counter() - start
-    what = "pairs" if files else args.mode
-    print(f"------ {what} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
-    if files:
-        interval = lambda r, k: f"{r[k]:.2f} [{r[k + '_ci95'][0]:.2f}, {r[k + '_ci95'][1]:.2f}]"
-        for path, r in results["pairs"].items():  # x100, with the bootstrap 95% interval
-            print(f"{path}: {r['n']} pairs, Spearman {interval(r, 'spearman')}, "
-                  f"Pearson {interval(r, 'pearson')} (x100, bootstrap 95% interval)")
-    else:
-        print(format_table(results["scores"]))
-    if args.subsets and not files:
-        for task, subsets in results["details"].items():
-            print(task + ": " + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in subsets.items()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"model": model_name, "seconds": seconds, **results}, f, indent=2)
+        seconds = time.perf_counter() - start
+        what = "pairs" if files else args.mode
+        print(f"------ {what} | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
+        if files:
+            interval = lambda r, k: f"{r[k]:.2f} [{r[k + '_ci95'][0]:.2f}, {r[k + '_ci95'][1]:.2f}]"
+            for path, r in results["pairs"].items():  # x100, with the bootstrap 95% interval
+                print(f"{path}: {r['n']} pairs, Spearman {interval(r, 'spearman')}, "
+                      f"Pearson {interval(r, 'pearson')} (x100, bootstrap 95% interval)")
+        else:
+            print(format_table(results["scores"]))
+        if args.subsets and not files:
+            for task, subsets in results["details"].items():
+                print(task + ": " + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in subsets.items()))
+        if args.json:  # whole, or not at all (formats/files.py)
+            write_file(args.json, json_text({"model": model_name, "seconds": seconds, **results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ tensors, one Adam step for all of them.
     python eval_transfer.py --pooler avg
     python eval_transfer.py --model runs/quick/best --pooler cls_before_pooler --tasks MR TREC --json out.json
 """
+from formats.command_line import OUTPUT_FILE, SIZE, Distinct, Parser, command_errors, quiet_start, seed
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +30,9 @@ import numpy as np
 import torch
 
 import data
-from formats.checkpoint import default_model
-from infra.cli import add_common_flags, command_errors, device
+from formats.checkpoint import check_model, default_model
+from formats.files import write_file
+from infra.cli import add_common_flags, device, json_text
 from eval_sts import format_table
 from tool import encode, load_for_evaluation
 from formats.senteval import BINARY_FILES, TRANSFER_TASKS, Labelled
@@ -426,35 +429,35 @@ def evaluate(model, tokenizer, pooler="cls", tasks=None, data_dir=None, batch_si
     return {"pooler": pooler, "scores": scores, "details": details}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser, precision=False)
-    parser.add_argument("--tasks", nargs="+", metavar="TASK",
+def main(argv=None):
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser, precision=False)  # every flag checked as it is read (formats/command_line.py)
+    parser.add_argument("--tasks", nargs="+", metavar="TASK", choices=TASKS, action=Distinct,
                         help=f"some of the tasks: {' '.join(TASKS)} (default: all seven)")
-    parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--batch-size", type=int, default=128,
+    parser.add_argument("--json", metavar="PATH", type=OUTPUT_FILE,
+                        help="also write every number to this JSON file")
+    parser.add_argument("--batch-size", type=SIZE, default=128,
                         help="sentences per forward pass (default: 128)")
-    parser.add_argument("--seed", type=int, default=SEED,
+    parser.add_argument("--seed", type=seed(2**32), default=SEED,  # numpy's RandomState: [0, 2**32)
                         help=f"the folds', initial weights' and shuffles' seed (default: SentEval's, {SEED})")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     model_name = args.model or default_model()
     start = time.perf_counter()
     with command_errors():
-        load_tasks(args.tasks or TASKS, args.data_dir)  # a bad task name or a missing file: before the model
+        check_model(model_name)  # "not found" at once, then a missing or damaged file: before the model
+        load_tasks(args.tasks or TASKS, args.data_dir)
         model, tokenizer, pooler = load_for_evaluation(model_name, args.pooler, device())
         results = evaluate(model, tokenizer, pooler, args.tasks, args.data_dir, args.batch_size,
                            progress=True, seed=args.seed)
-    seconds = time.perf_counter() - start
-    print(f"------ transfer | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
-    print(format_table(results["scores"]))
-    if "MRPC" in results["details"]:
-        mrpc = results["details"]["MRPC"]
-        print(f"MRPC: accuracy {mrpc['acc']:.2f}, F1 {mrpc['f1']:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"model": model_name, "seconds": seconds, **results}, f, indent=2)
+        seconds = time.perf_counter() - start
+        print(f"------ transfer | {model_name} | pooler {pooler} | {seconds:.1f}s ------")
+        print(format_table(results["scores"]))
+        if "MRPC" in results["details"]:
+            mrpc = results["details"]["MRPC"]
+            print(f"MRPC: accuracy {mrpc['acc']:.2f}, F1 {mrpc['f1']:.2f}")
+        if args.json:  # whole, or not at all (files.py)
+            write_file(args.json, json_text({"model": model_name, "seconds": seconds, **results}, indent=2))
 
 
 if __name__ == "__main__":

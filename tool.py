@@ -8,7 +8,11 @@ similarity, search) and its command line.
 `from tool import SimCSE` (the authors' package spells it `from simcse import SimCSE`), from this folder or
 with it on PYTHONPATH.
 """
-import argparse
+from formats.command_line import (INPUT_FILE, NUMBER, OUTPUT_FILE, SIZE, TEXT, Parser, command_errors,
+                                  file_problem, quiet_start)
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
+import io
 import json
 import os
 
@@ -20,7 +24,8 @@ from tqdm.auto import tqdm
 from formats import training_files
 from bert import BertModel
 from formats.checkpoint import check_model, checkpoint_file
-from infra.cli import add_common_flags, command_errors
+from formats.files import write_files
+from infra.cli import add_common_flags
 from infra.cli import device as cli_device
 from simcse import POOLERS, embedding_pooler, pool
 from infra.speed import autocast, autocast_dtype
@@ -34,6 +39,8 @@ def encode(model, tokenizer, sentences, pooler="cls", batch_size=128, max_length
     """Embeddings (len(sentences), hidden) in eval mode. Each distinct sentence is encoded once, in batches
     of sentences of similar length (little padding), tokenised `chunk` sentences at a time (bounded
     memory)."""
+    if batch_size < 1:  # range() would encode nothing, and the rows stay uninitialised memory
+        raise ValueError(f"batch size {batch_size}: expected an integer of at least 1")
     model_was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -85,8 +92,8 @@ def load_for_evaluation(model_name, pooler=None, device="cpu"):
 
 def read_corpus(path):
     """The sentences of a text file, one a line (blank lines skipped); a missing or empty file is an error."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    if problem := file_problem(path):  # a folder or FIFO is no "no such file"; a FIFO would wait forever
+        raise FileNotFoundError(f"{path}: {problem}")
     sentences, _ = training_files.read_sentences(path)
     if not sentences:
         raise ValueError(f"{path}: no sentences (the file is empty)")
@@ -194,40 +201,31 @@ class SimCSE:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Encode sentences or search a corpus with a SimCSE checkpoint.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(description="Encode sentences or search a corpus with a SimCSE checkpoint.")
+    sub = parser.add_subparsers(dest="command", required=True)  # (Parsers too: formats/command_line.py)
     enc = sub.add_parser("encode", help="embeddings of a file of sentences (one a line) to a .npy file")
-    enc.add_argument("--input", required=True, help="a text file, one sentence a line (blank lines skipped)")
-    enc.add_argument("--output", required=True,
+    enc.add_argument("--input", required=True, type=INPUT_FILE,
+                     help="a text file, one sentence a line (blank lines skipped)")
+    enc.add_argument("--output", required=True, type=OUTPUT_FILE,
                      help="where to write the (sentences, dim) float32 array (.npy)")
     search = sub.add_parser("search", help="the nearest sentences of a corpus file to each query")
-    search.add_argument("--corpus", required=True, help="a text file, one sentence a line")
-    search.add_argument("--query", nargs="+", required=True, help="one or more query sentences")
-    search.add_argument("--top-k", type=int, default=5, help="neighbours per query (default: 5)")
-    search.add_argument("--threshold", type=float, default=0.6,
+    search.add_argument("--corpus", required=True, type=INPUT_FILE, help="a text file, one sentence a line")
+    search.add_argument("--query", nargs="+", required=True, type=TEXT, help="one or more query sentences")
+    search.add_argument("--top-k", type=SIZE, default=5, help="neighbours per query (default: 5)")
+    search.add_argument("--threshold", type=NUMBER, default=0.6,
                         help="least cosine similarity shown (default: 0.6)")
     for p in (enc, search):
         add_common_flags(p, model="required", data_dir=False)
-        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--batch-size", type=SIZE, default=64, help="sentences per forward pass (default: 64)")
     args = parser.parse_args(argv)
     with command_errors():  # every input is checked before the model is loaded
-        if args.batch_size < 1 or (args.command == "search" and args.top_k < 1):
-            raise ValueError("--batch-size and --top-k must be at least 1")
         sentences = read_corpus(args.input if args.command == "encode" else args.corpus)
-        if args.command == "encode" and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-            raise FileNotFoundError(f"{args.output}: its folder does not exist")
         model = SimCSE(args.model, pooler=args.pooler, precision=args.precision)
         if args.command == "encode":
             z = model.encode(sentences, args.batch_size, return_numpy=True)
-            try:
-                with open(args.output, "wb") as f:  # np.save(name) would add ".npy" to a name without it
-                    np.save(f, z)
-            except OSError as e:  # a full disk: the file named, and the space it needed
-                if os.path.isfile(args.output):
-                    os.remove(args.output)  # never a half-written array
-                needs = f"an array of {z.nbytes / 2**20:.1f} MiB"
-                raise OSError(f"{args.output}: {e.strerror or e} ({needs})") from None
+            npy = io.BytesIO()  # np.save(name) would add ".npy" to a name without it
+            np.save(npy, z)  # then written whole, or not at all: an old file stays as it was (files.py)
+            write_files({args.output: npy.getbuffer()}, f" (an array of {z.nbytes / 2**20:.1f} MiB)")
             print(f"{len(sentences)} sentences -> {args.output} ({model.pooler} embeddings)")
         else:
             model.build_index(sentences, args.batch_size)

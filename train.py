@@ -3,7 +3,9 @@
     python train.py --preset quick-sup --dropout 0.2   # presets, and any value overridden: see --help
     torchrun --nproc_per_node 4 train.py --preset sup-bert   # the paper's supervised run on 4 GPUs
 """
-import json
+from formats.command_line import command_errors, quiet_start
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import math
 from collections import namedtuple
 
@@ -14,20 +16,20 @@ import data
 import eval_sts
 import eval_transfer
 import simcse
-from extras.augment import MaskedLMFill, augment_batch
 from bert import BertModel
+from extras.augment import MaskedLMFill, augment_batch
+from extras.gradcache import cached_backward
+from extras.mlm import MaskedLM
 from formats.checkpoint import default_model
 from formats.files import write_file
-from infra.cli import command_errors
-from infra.config import TrainConfig, check, check_data_and_model, parse_args
-from infra.distributed import Processes
-from extras.gradcache import cached_backward
-from infra.guard import NonFiniteGuard
-from extras.mlm import MaskedLM
-from infra.run_folder import RunFolder
-from infra.speed import Speed
 from formats.senteval import read_pairs
 from formats.tokenizer import load_tokenizer
+from infra.cli import json_text
+from infra.config import TrainConfig, check, check_data_and_model, parse_args
+from infra.distributed import Processes
+from infra.guard import NonFiniteGuard
+from infra.run_folder import RunFolder
+from infra.speed import Speed
 
 
 def train(cfg: TrainConfig, progress=True, test=True, resume=False, overwrite=False, compile=None,
@@ -173,17 +175,21 @@ def test_best(run, tokenizer, pooler, device, test=True, transfer=False, progres
         if wanted:
             scores = evaluation.evaluate(model, tokenizer, pooler, data_dir=run.cfg.data_dir,
                                          progress=progress)
-            write_file(run.out / f"{name}_scores.json", json.dumps(scores, indent=2))
+            write_file(run.out / f"{name}_scores.json", json_text(scores, indent=2))
             print(f"------ {title} | {run.out / 'best'} | pooler {pooler} ------")
             print(evaluation.format_table(scores["scores"]))
             result[name] = scores["scores"]
     return result
 
 
-if __name__ == "__main__":
-    cfg, options = parse_args(None, __doc__)
+def main(argv=None):
+    cfg, options = parse_args(argv, __doc__)  # every flag read and checked (infra/config.py)
     interrupted = "nothing is lost; continue with the same command and --resume"
     if options["overwrite"]:  # its deletion of the old run may have begun
         interrupted = "the same command starts over; --resume in place of --overwrite keeps its saves"
     with command_errors(interrupted):
         train(cfg, **options)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,10 @@ ratios.
     python -m bench index    # build_index of 200,000 sentences: peak memory, tokenised in chunks or at once
     python -m bench transfer # the seven transfer tasks: ours vs. the SentEval way (a reduced run of it)
 """
+from formats.command_line import (COUNT, FOLDER, SIZE, TEXT, Distinct, Parser, checked, command_errors,
+                                  quiet_start)
+quiet_start(__name__)  # Ctrl-C while the imports below run: exit status 130, no traceback
+
 import argparse
 import functools
 import json
@@ -28,8 +32,9 @@ from bert import BertConfig, BertModel
 from formats.checkpoint import default_model
 from infra import cli
 from infra.cli import add_common_flags
+from simcse import POOLERS
 from eval_sts import evaluate, format_table
-from formats.senteval import BINARY_FILES
+from formats.senteval import BINARY_FILES, TRANSFER_TASKS
 from bench.senteval_reference import senteval_style, senteval_transfer_style
 from formats.tokenizer import load_tokenizer
 
@@ -131,6 +136,8 @@ def random_bert_base(folder):
 
 
 def model_name(args, folder):
+    if args.bert_base and args.model:
+        raise ValueError("--bert-base is a model of its own: give it or --model, not both")
     return random_bert_base(folder) if args.bert_base else args.model or default_model()
 
 
@@ -233,7 +240,7 @@ def bench_train(args):
     sides = [s for s in args.sides or TRAIN_SIDES if ("bf16" not in s or cuda or cpu_has_bf16())
              and (args.micro_batch or not s.endswith("micro"))]
     name = model_name(args, Path(tempfile.mkdtemp()))
-    forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ["--model", name]
+    forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ([] if args.model else ["--model", name])
     results = side_runs("train", sides, forwarded, args.rounds)
     best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
     info = next(iter(best.values()))
@@ -560,62 +567,67 @@ def index_side(args):
     print(json.dumps({"peak_mib": memory.peak, "before_mib": before, "seconds": seconds}))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
+def main(argv=None):
+    parser = Parser(prog="python -m bench", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)  # every value checked as it is read
     ev = sub.add_parser("eval", help="seven-task STS test evaluation, ours vs. the SentEval way")
     add_common_flags(ev, pooler=False, precision=False)  # --model, --data-dir
-    ev.add_argument("--pooler", default="cls_before_pooler")
+    ev.add_argument("--pooler", default="cls_before_pooler", choices=POOLERS)
     tr = sub.add_parser("train",
                         help="time per update, ours (as train.py on this device) vs. the peers' best")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    tr.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiling happens there)")
-    tr.add_argument("--rounds", type=int, default=2)
+    tr.add_argument("--batch-size", type=SIZE, default=64)
+    tr.add_argument("--steps", type=SIZE, default=5, help="timed steps per round")
+    tr.add_argument("--warmup", type=COUNT, default=2, help="untimed steps first (compiling happens there)")
+    tr.add_argument("--rounds", type=SIZE, default=2)
     tr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                     help="on a GPU (default: on)")
-    tr.add_argument("--micro-batch", type=int, metavar="K",
+    tr.add_argument("--micro-batch", type=SIZE, metavar="K",
                     help="also time ours with --micro-batch K (gradient caching): time and peak memory")
     tr.add_argument("--sides", nargs="+", choices=TRAIN_SIDES, metavar="SIDE",
                     help=f"only these sides (default: all): {', '.join(TRAIN_SIDES)}")
     tr.add_argument("--side", choices=TRAIN_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     ru = sub.add_parser("run", help="a timed train.py run and the projected time of the paper's whole run")
-    ru.add_argument("--batch-size", type=int, default=64,
+    ru.add_argument("--batch-size", type=SIZE, default=64,
                     help="64: unsup-bert; 512 with an NLI file: sup-bert")
-    ru.add_argument("--steps", type=int, default=375)
-    ru.add_argument("--eval-steps", type=int, default=125)
+    ru.add_argument("--steps", type=SIZE, default=375)
+    ru.add_argument("--eval-steps", type=SIZE, default=125)
     for p in (tr, ru):
         add_common_flags(p, pooler=False, precision=False)  # --model, --data-dir
         p.add_argument("--bert-base", action="store_true", help="a random-init BERT-base instead of --model")
-        p.add_argument("--train-file", default="wiki/wiki1m_head.txt", help="relative to the data folder")
+        p.add_argument("--train-file", default="wiki/wiki1m_head.txt", type=TEXT,
+                       help="relative to the data folder")
     en = sub.add_parser("encode", help="encoding STS-B's sentences, ours vs. sentence-transformers' encode")
     add_common_flags(en, pooler=False, precision=False)  # --model, --data-dir
-    en.add_argument("--rounds", type=int, default=1)
+    en.add_argument("--rounds", type=SIZE, default=1)
     en.add_argument("--side", choices=ENCODE_SIDES, help=argparse.SUPPRESS)  # one side, in a child process
-    en.add_argument("--output", help=argparse.SUPPRESS)  # where a side leaves its embeddings
+    en.add_argument("--output", type=FOLDER, help=argparse.SUPPRESS)  # where a side leaves its embeddings
     se = sub.add_parser("search", help="SimCSE.search: queries against a large index of stored embeddings")
     add_common_flags(se, pooler=False, precision=False)  # --model, --data-dir
-    se.add_argument("--index-size", type=int, default=200_000)
-    se.add_argument("--queries", type=int, default=100)
-    se.add_argument("--top-k", type=int, default=5)
+    se.add_argument("--index-size", type=SIZE, default=200_000)
+    se.add_argument("--queries", type=SIZE, default=100)
+    se.add_argument("--top-k", type=SIZE, default=5)
     ix = sub.add_parser("index", help="SimCSE.build_index of 200,000 sentences: peak memory, chunked vs not")
-    ix.add_argument("--index-size", type=int, default=200_000)
-    ix.add_argument("--model", help=argparse.SUPPRESS)
-    ix.add_argument("--data-dir")
-    ix.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # one side, in a child process
+    ix.add_argument("--index-size", type=SIZE, default=200_000)
+    ix.add_argument("--model", type=TEXT, help=argparse.SUPPRESS)
+    ix.add_argument("--data-dir", type=FOLDER)
+    ix.add_argument("--chunk", type=SIZE, help=argparse.SUPPRESS)  # one side, in a child process
     tf = sub.add_parser("transfer",
                         help="the seven transfer tasks, ours vs. the SentEval way (a reduced run)")
     add_common_flags(tf, pooler=False, precision=False)  # --model, --data-dir
-    tf.add_argument("--pooler", default="avg")
-    tf.add_argument("--tasks", nargs="+", help="the tasks ours evaluates (default: all seven)")
-    tf.add_argument("--reference-tasks", nargs="+", help="the tasks the SentEval way runs (default: --tasks)")
-    tf.add_argument("--reference-folds", type=int, default=1,
+    tf.add_argument("--pooler", default="avg", choices=POOLERS)
+    tf.add_argument("--tasks", nargs="+", choices=TRANSFER_TASKS, action=Distinct,
+                    help="the tasks ours evaluates (default: all seven)")
+    tf.add_argument("--reference-tasks", nargs="+", choices=TRANSFER_TASKS, action=Distinct,
+                    help="the tasks the SentEval way runs (default: --tasks)")
+    tf.add_argument("--reference-folds", type=checked(int, "an integer in [1, 10]", lambda v: 1 <= v <= 10),
+                    default=1,
                     help="outer folds of MR, CR, SUBJ, MPQA the SentEval way runs (default: 1 of 10)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     commands = {"eval": bench_eval, "train": bench_train, "encode": bench_encode, "run": bench_run,
                 "search": bench_search, "index": bench_index, "transfer": bench_transfer}
-    commands[args.what](args)
+    with command_errors():
+        commands[args.what](args)
 
 
 if __name__ == "__main__":

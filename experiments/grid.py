@@ -11,7 +11,6 @@ import math
 import multiprocessing
 import os
 import re
-import shlex
 import signal
 import statistics
 import time
@@ -23,6 +22,7 @@ import torch
 import train
 from formats.files import read_text, write_file
 from infra import config
+from infra.cli import json_text
 from infra.run_folder import RunFolder, read_run
 
 
@@ -50,7 +50,7 @@ class StartScores:
         if path.exists():
             return json.loads(read_text(path))
         scores = compute()
-        write_file(path, json.dumps(scores))
+        write_file(path, json_text(scores))
         return scores
 
 
@@ -101,16 +101,16 @@ def check_seeds(seeds):
 
 
 def plan_grid(out: Path, settings, seeds, common):
-    """Every run of a grid, checked before any runs: settings are (name, folder, train.py flags), each run
-    <out>/<folder>/seed-<seed> with the flags `common + flags`. Returns [(name, seed, folder, cfg, options,
-    done)]; a run with run.json is resumed, one with sweep_run.json is done -- if its settings are the grid's:
-    else the grid is refused, naming them."""
+    """Every run of a grid, checked before any runs: settings are (name, folder, train.py flags: a list of
+    values, never a string split again), each run <out>/<folder>/seed-<seed> with the flags `common + flags`.
+    Returns [(name, seed, folder, cfg, options, done)]; a run with run.json is resumed, one with
+    sweep_run.json is done -- if its settings are the grid's: else the grid is refused, naming them."""
     check_seeds(seeds)
     plan = []  # parse every run's flags before running any, so that a typo stops nothing half-way
     for name, subfolder, flags in settings:
         for seed in seeds:
             folder = out / subfolder / f"seed-{seed}"
-            argv_run = common + shlex.split(flags) + ["--seed", str(seed), "--output-dir", str(folder)]
+            argv_run = [*common, *flags, "--seed", str(seed), "--output-dir", str(folder)]
             cfg, options = config.parse_args(argv_run)
             config.check(cfg)  # values in range, the model found
             if cfg.dev_file is not None:
@@ -148,7 +148,7 @@ def run_one(name, seed, folder, cfg, options, shared):
               "test_avg": result["test"]["Avg"] if result["test"] else None,
               "threads": torch.get_num_threads(), "device": device_name(),
               "seconds": round(time.perf_counter() - start, 1)}  # of the call that finished it
-    write_file(folder / "sweep_run.json", json.dumps(record, indent=2))
+    write_file(folder / "sweep_run.json", json_text(record, indent=2))
     return record
 
 
@@ -218,7 +218,7 @@ def run_grid(plan, names, report, jobs=1, shared=None):
 
 def write_report(out: Path, settings, runs, summary, command):
     report = {"command": command, "runs": runs, "summary": summary}
-    write_file(out / "sweep.json", json.dumps(report, indent=2))
+    write_file(out / "sweep.json", json_text(report, indent=2))
     base = summary[settings[0]]
     lines = ["| setting | n | best STS-B dev, mean ± std [min, max] | STS-B dev 95% ± | vs first setting "
              "| test Avg., mean ± std [min, max] |", "|---|---|---|---|---|---|"]
@@ -257,6 +257,7 @@ NOISE = ("STS-B dev 95% ±: the half-width of the bootstrap 95% interval of STS-
 
 def error_bars(ax, x, values, summary, legend):
     """A row of a plot: its runs (dots), mean ± std over seeds, and the dev set's bootstrap half-width."""
+    values = [v for v in values if v is not None]  # (a NaN evaluation is null in the JSON)
     ax.plot([x] * len(values), values, ".", color="gray")
     m, half = summary["stsb_dev"], summary["dev_half_width"]["mean"]
     if m["n"]:

@@ -24,6 +24,7 @@ def check_model(name_or_dir):
     """A one-line error at once for what is neither a folder nor a plausible hub id, and for a hub id
     that cannot be reached; checked before a run starts any work."""
     if os.path.isdir(name_or_dir):
+        checkpoint_file(name_or_dir, "config.json")  # a folder of no checkpoint: said at once
         return
     first = name_or_dir.split("/")[0]
     looks_local = (name_or_dir.startswith((".", "/", "~")) or os.path.isdir(first)

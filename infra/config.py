@@ -10,6 +10,7 @@ from typing import Optional
 from bert import dropout_layers
 from extras import augment
 from formats.checkpoint import check_model
+from formats.command_line import Parser, file_problem, folder_problem, output_problem
 from infra.cli import add_common_flags
 from formats.files import DataError
 from simcse import POOLERS, SIMILARITIES, embedding_pooler
@@ -93,8 +94,8 @@ def check(cfg: TrainConfig):
     problems = [
         ("--batch-size", cfg.batch_size >= 2, "an integer of at least 2 (in-batch negatives need others)"),
         ("--lr", math.isfinite(cfg.lr) and cfg.lr > 0, "a positive number"),
-        ("--epochs", math.isfinite(cfg.epochs) and cfg.epochs > 0, "a positive number"),
-        ("--max-steps", cfg.max_steps is None or cfg.max_steps >= 1, "an integer of at least 1"),
+        ("--epochs", 0 < cfg.epochs <= 1e6, "a positive number of at most 1e6"),  # (a finite step count)
+        ("--max-steps", cfg.max_steps is None or 1 <= cfg.max_steps < 2**63, "an integer in [1, 2**63)"),
         ("--max-length", cfg.max_length >= 2, "an integer of at least 2 ([CLS] and [SEP])"),
         ("--temp", math.isfinite(cfg.temp) and cfg.temp > 0, "a positive number"),
         ("--dropout", 0 <= cfg.dropout < 1, "a probability in [0, 1)"),
@@ -121,6 +122,18 @@ def check(cfg: TrainConfig):
             value = getattr(cfg, flag[2:].replace("-", "_"))
             value = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
             raise ValueError(f"{flag} {value}: expected {expected}")
+    for name, value in asdict(cfg).items():  # every integer one torch can hold (int64)
+        if type(value) is int and not -2**63 <= value < 2**63:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: expected an integer below 2**63")
+    text = lambda value, what: None if str(value).strip() else f"an empty {what}"
+    for flag, value, problem in (  # the paths: of the right kind (a folder is made, in a writable folder)
+            ("--output-dir", cfg.output_dir, output_problem(cfg.output_dir, folder=True)),
+            ("--train-file", cfg.train_file, text(cfg.train_file, "path")),  # (or in the data folder)
+            ("--model", cfg.model, cfg.model is not None and text(cfg.model, "name")),
+            ("--data-dir", cfg.data_dir, cfg.data_dir is not None and folder_problem(cfg.data_dir)),
+            ("--dev-file", cfg.dev_file, cfg.dev_file is not None and file_problem(cfg.dev_file))):
+        if problem:
+            raise ValueError(f"{flag} {value!r}: {problem}")
     if cfg.mlm_weight != TrainConfig.mlm_weight and not cfg.do_mlm:
         raise ValueError(f"--mlm-weight {cfg.mlm_weight} weighs the MLM loss: it needs --do-mlm")
     if cfg.view_dropout is not None and cfg.fixed_mask:
@@ -128,8 +141,6 @@ def check(cfg: TrainConfig):
     if cfg.view_dropout is not None and cfg.dropout != TrainConfig.dropout:
         raise ValueError(f"--view-dropout {' '.join(map(str, cfg.view_dropout))} is each view's --dropout: "
                          f"--dropout {cfg.dropout} would be unused")
-    if cfg.dev_file is not None and not Path(cfg.dev_file).is_file():
-        raise FileNotFoundError(f"--dev-file {cfg.dev_file}: not a file")
     if cfg.augment is not None:
         augment.check(cfg.augment, cfg.model)  # the spec, and what it needs here (WordNet, an MLM head)
         if Path(cfg.train_file).suffix.lower() == ".csv":
@@ -176,8 +187,8 @@ def preset_help():
 
 def parse_args(argv=None, description=""):
     """(TrainConfig, run options: test, resume, overwrite, compile, transfer)."""
-    parser = argparse.ArgumentParser(description=description, epilog=preset_help(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=description, epilog=preset_help(),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)  # (formats/command_line.py)
     parser.add_argument("--preset", default="quick", choices=PRESETS, help="starting values (default: quick)")
     flag = lambda name, **kw: parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                                                   **kw)

@@ -14,6 +14,7 @@ from filelock import FileLock, Timeout
 
 from formats.files import read_text, write_file, write_files
 from formats.st_files import checkpoint_files
+from infra.cli import expect, json_lines, json_text
 from infra.config import differences, experiment
 
 RESULTS = ("run.json", "last.pt", "log.jsonl", "test_scores.json", "transfer_scores.json", "best")
@@ -63,11 +64,12 @@ class RunFolder:
                 self.state = torch.load(self.last, map_location="cpu", weights_only=True)
                 for name, part in (("model", model), ("optimizer", optimizer), ("schedule", schedule)):
                     part.load_state_dict(self.state.pop(name))
+                expect(self.state, step=int, log=[{"seconds": float}], best=dict | None, nonfinite=int)
             except Exception as e:  # truncated, or not train.py's: torch's advice to unpickle is no help
                 why = (str(e) or repr(e)).splitlines()[0][:100]
                 raise ValueError(f"{self.last}: cannot be read ({why}); --overwrite starts over") from None
             if self.master:  # log.jsonl as last.pt has it (a save may have been cut before the log)
-                write_file(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.state["log"]))
+                write_file(self.out / "log.jsonl", json_lines(self.state["log"]))  # strict JSON: NaN as null
                 print(f"resuming {self.out} after step {self.state['step']}")
         elif self.master:  # from step 0, nothing of a run before (--overwrite, or cut before its first save)
             self.clear()
@@ -76,8 +78,7 @@ class RunFolder:
 
     def clear(self):  # in an order that, cut anywhere, leaves what the same command takes up
         self.last.unlink(missing_ok=True)  # first: the old state is never resumed with the new settings
-        write_file(self.out / "run.json", json.dumps({"config": experiment(self.cfg), "data": self.data},
-                                                     indent=1))
+        write_file(self.out / "run.json", json_text({"config": experiment(self.cfg), "data": self.data}, 1))
         order = lambda p: (p.name != "model.safetensors", p.is_dir(), -len(p.parts))  # weights first
         for path in [self.out / n for n in RESULTS[2:-1]] + sorted(self.out.glob("best/**/*"), key=order):
             path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)  # a link best/ stays a link
@@ -97,7 +98,7 @@ class RunFolder:
         state = io.BytesIO()  # bytes, written as every file is: a full disk is one OSError naming last.pt
         torch.save({**new, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict()}, state)
-        log = "".join(json.dumps(r) + "\n" for r in new["log"])
+        log = json_lines(new["log"])  # strict JSON: a NaN as null, named in the record's "nan_or_inf"
         write_files({**files, self.last: state.getbuffer(), self.out / "log.jsonl": log}, FULL)
         self.state.update(new)  # the same dict train.py holds
 

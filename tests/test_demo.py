@@ -253,7 +253,7 @@ def test_command_errors_are_one_line_before_any_model_loads(tmp_path, capsys):
     bad = tmp_path / "corpus.txt"
     bad.write_bytes(b"A man plays a guitar.\n\xff\xfe a broken line\n")
     for argv, message in [(["--corpus", str(bad)], f"error: {bad}:2: not valid UTF-8"),
-                          (["--corpus", str(tmp_path / "none.txt")], "none.txt: no such file"),
+                          (["--corpus", str(tmp_path / "none.txt")], "none.txt': no such file"),
                           (["--runs", str(tmp_path / "none")], "--runs " + str(tmp_path / "none")),
                           (["--corpus", str(REPO / "README.md"), "--model", str(tmp_path / "m")],
                            "model folder not found")]:

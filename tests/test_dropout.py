@@ -111,7 +111,7 @@ BAD = [  # (TrainConfig values, the one-line error)
     (dict(view_dropout=[0.1, 1.5]), r"^--view-dropout 0.1 1.5: expected two probabilities in \[0, 1\)$"),
     (dict(view_dropout=[0.1, 0.0], fixed_mask=True), r"^--view-dropout gives each view its own rate"),
     (dict(view_dropout=[0.1, 0.0], dropout=0.2), r"^--view-dropout 0.1 0.0 is each view's --dropout"),
-    (dict(dev_file="no/such.csv"), r"^--dev-file no/such.csv: not a file$"),
+    (dict(dev_file="no/such.csv"), r"^--dev-file 'no/such.csv': no such file$"),
 ]
 
 

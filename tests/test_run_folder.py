@@ -21,7 +21,6 @@ import data
 from formats import files
 import train
 from bert import BertModel
-from infra.cli import command_errors
 from infra.config import parse_args
 from helpers.runs import REPO, HalfWritten, assert_same_run, log_without_seconds, snapshot, train_cli
 from infra.run_folder import RunFolder
@@ -30,10 +29,8 @@ from formats.tokenizer import load_tokenizer
 
 def refusal(argv):
     """train.py's main with argv, in this process: the one line it must end with."""
-    cfg, options = parse_args(argv)
     with pytest.raises(SystemExit) as ended:
-        with command_errors():
-            train.train(cfg, **options)
+        train.main(argv)
     return str(ended.value.code)
 
 
