@@ -1,6 +1,5 @@
 """Table 1's text augmentations (augment.py): each one's exact behaviour, its draws, its checks, and the one
 line of train.py that applies them; --similarity dot (Table D.1) against a loop over eq. 1."""
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +11,6 @@ from infra import config
 import train
 from extras.augment import MaskedLMFill
 from bert import BertModel
-from simcse import contrastive_loss
 from formats.tokenizer import load_tokenizer
 
 WORDS = [f"w{i}" for i in range(10)]
@@ -242,21 +240,3 @@ def test_mlm_needs_a_checkpoint_with_its_head(tiny_checkpoint, tiny_pretraining)
 
 def mlm_row(model):  # ablate.py table1's why-not of its MLM row
     return next(why for _, _, row, _, why in ablate.rows("table1", model) if row.label == "MLM 15%")
-
-
-# --- Table D.1: the dot product instead of the cosine ---------------------------------------------------
-
-@pytest.mark.parametrize("views", [2, 3])
-def test_dot_similarity_is_eq_1_without_normalisation(views):
-    torch.manual_seed(3)
-    z, tau, weight = torch.randn(views, 5, 8) * 0.3, 0.5, 0.7
-    expected = 0.0
-    for i in range(5):
-        logit = lambda u, v: float(torch.dot(u, v)) / tau
-        numerator = math.exp(logit(z[0, i], z[1, i]))
-        denominator = sum(math.exp(logit(z[0, i], z[v, j])) * (math.exp(weight) if v == 2 and j == i else 1)
-                          for v in range(1, views) for j in range(5))
-        expected += -math.log(numerator / denominator) / 5
-    assert contrastive_loss(z, tau, weight, "dot").item() == pytest.approx(expected, rel=1e-5)
-    cosine = contrastive_loss(z, tau, weight).item()
-    assert contrastive_loss(z, tau, weight, "dot").item() != pytest.approx(cosine)

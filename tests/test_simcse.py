@@ -44,15 +44,18 @@ def test_the_supervised_loss_is_eq_5_with_the_hard_negative_weight(weight):
 
 @pytest.mark.parametrize("n_views", [2, 3])
 def test_the_dot_product_is_eq_1_without_the_normalisation(n_views):
-    """Table D.1's "dot product" row: sim(u, v) = u . v."""
+    """Table D.1's "dot product" row: sim(u, v) = u . v (with a hard negative's weight, eq. 5)."""
     torch.manual_seed(3)
-    z, tau = torch.randn(n_views, 5, 8) * 0.3, 0.5
+    z, tau, weight = torch.randn(n_views, 5, 8) * 0.3, 0.5, 0.7
     expected = 0.0
     for i in range(5):
         logit = lambda u, v: float(torch.dot(u, v)) / tau
-        denominator = sum(math.exp(logit(z[0, i], z[k, j])) for k in range(1, n_views) for j in range(5))
+        denominator = sum(math.exp(logit(z[0, i], z[k, j])) * (math.exp(weight) if k == 2 and j == i else 1)
+                          for k in range(1, n_views) for j in range(5))
         expected += -math.log(math.exp(logit(z[0, i], z[1, i])) / denominator) / 5
-    assert simcse.contrastive_loss(z, tau, similarity="dot").item() == pytest.approx(expected, rel=1e-5)
+    loss = simcse.contrastive_loss(z, tau, weight, similarity="dot").item()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert loss != pytest.approx(simcse.contrastive_loss(z, tau, weight).item())  # not the cosine's
 
 
 def test_the_loss_reads_a_similarity_matrix_whose_diagonal_holds_the_positives():

@@ -1,6 +1,6 @@
-"""The SimCSE objectives, the two dropout views, the training files, and a whole (tiny) training run."""
+"""Training as train.py runs it: dropout on the compiled GPU path, the training files, presets and flags, and
+whole (tiny) training runs. The method's formulas are tested in test_simcse.py."""
 import json
-import math
 import os
 
 import pytest
@@ -17,72 +17,11 @@ from simcse import contrastive_loss, embed_views, pool
 from infra.config import PRESETS, TrainConfig, parse_args
 from train import DROPOUT, step_seed, train
 
-# --- The objectives, against loop-based computations of the paper's equations ------------------
-
-
-def cos(u, v):
-    return float(torch.dot(u, v) / (u.norm() * v.norm()))
-
-
-def test_unsupervised_loss_is_eq_1():
-    torch.manual_seed(0)
-    h, h_pos, tau = torch.randn(6, 16), torch.randn(6, 16), 0.05
-    expected = 0.0
-    for i in range(6):
-        numerator = math.exp(cos(h[i], h_pos[i]) / tau)
-        denominator = sum(math.exp(cos(h[i], h_pos[j]) / tau) for j in range(6))
-        expected += -math.log(numerator / denominator) / 6
-    assert contrastive_loss(torch.stack([h, h_pos]), tau).item() == pytest.approx(expected, rel=1e-5)
-
-
-@pytest.mark.parametrize("weight", [0.0, 1.5])
-def test_supervised_loss_is_eq_5_with_hard_negative_weight(weight):
-    torch.manual_seed(1)
-    h, h_pos, h_neg, tau = torch.randn(5, 8), torch.randn(5, 8), torch.randn(5, 8), 0.05
-    expected = 0.0
-    for i in range(5):
-        numerator = math.exp(cos(h[i], h_pos[i]) / tau)
-        denominator = sum(math.exp(cos(h[i], h_pos[j]) / tau)
-                          + math.exp(cos(h[i], h_neg[j]) / tau) * (math.exp(weight) if j == i else 1.0)
-                          for j in range(5))
-        expected += -math.log(numerator / denominator) / 5
-    assert (contrastive_loss(torch.stack([h, h_pos, h_neg]), tau, weight).item()
-            == pytest.approx(expected, rel=1e-5))
-
-
-def test_loss_is_small_for_identical_views_and_large_for_random_ones():
-    torch.manual_seed(2)
-    h = torch.randn(32, 64)
-    assert contrastive_loss(torch.stack([h, h])).item() < 0.01
-    assert contrastive_loss(torch.stack([h, torch.randn(32, 64)])).item() > 1.0
-
-
-# --- Two views: dropout is the augmentation -----------------------------------------------------
+# --- Two views on the GPU path (the formulas and the views themselves: test_simcse.py) ----------------
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
     return BertModel.from_pretrained(minilm_dir), load_tokenizer(minilm_dir)
-
-
-def views(model, tokenizer, p, fixed_mask=False):
-    sentences = ["A man is playing a guitar.", "Two dogs run through a field."]
-    model.set_dropout(p)
-    model.train()
-    with torch.no_grad():
-        return embed_views(model, tokenizer(sentences * 2), 2, "cls_before_pooler", fixed_mask)
-
-
-def test_views_identical_without_dropout_or_with_a_fixed_mask(minilm):
-    z = views(*minilm, p=0.0)
-    assert torch.equal(z[0], z[1])
-    z = views(*minilm, p=0.1, fixed_mask=True)
-    assert torch.equal(z[0], z[1])
-
-
-def test_views_differ_with_dropout(minilm):
-    z = views(*minilm, p=0.1)
-    similarity = F.cosine_similarity(z[0], z[1])
-    assert (similarity < 0.9999).all() and (similarity > 0.8).all()  # two noisy views of one sentence
 
 
 def test_dropout_stays_fresh_in_a_compiled_fixed_shape_step(minilm_dir):
