@@ -240,7 +240,7 @@ def bench_train(args):
     sides = [s for s in args.sides or TRAIN_SIDES if ("bf16" not in s or cuda or cpu_has_bf16())
              and (args.micro_batch or not s.endswith("micro"))]
     name = model_name(args, Path(tempfile.mkdtemp()))
-    forwarded = [a for a in sys.argv[2:] if a != "--bert-base"] + ([] if args.model else ["--model", name])
+    forwarded = [a for a in args.argv[1:] if a != "--bert-base"] + ([] if args.model else ["--model", name])
     results = side_runs("train", sides, forwarded, args.rounds)
     best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
     info = next(iter(best.values()))
@@ -422,7 +422,7 @@ def bench_encode(args):
     sides = [s for s in ENCODE_SIDES if not s.endswith("bf16") or cuda or cpu_has_bf16()]
     name = args.model or default_model()
     folder = Path(tempfile.mkdtemp())
-    forwarded = sys.argv[2:] + ["--output", str(folder)] + ([] if args.model else ["--model", name])
+    forwarded = args.argv[1:] + ["--output", str(folder)] + ([] if args.model else ["--model", name])
     results = side_runs("encode", sides, forwarded, args.rounds)
     best = {side: min(r, key=lambda x: x["seconds"]) for side, r in results.items()}
     print(f"model {name}: the {best['ours-fp32']['sentences']:,} sentences of STS-B train/dev/test "
@@ -624,6 +624,7 @@ def main(argv=None):
                     default=1,
                     help="outer folds of MR, CR, SUBJ, MPQA the SentEval way runs (default: 1 of 10)")
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # what a side's process is given again
     commands = {"eval": bench_eval, "train": bench_train, "encode": bench_encode, "run": bench_run,
                 "search": bench_search, "index": bench_index, "transfer": bench_transfer}
     with command_errors():

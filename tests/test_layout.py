@@ -6,7 +6,7 @@ from data import REPO
 
 # Floors, lowest first: a module may import its own floor's modules (no cycle) and any floor below.
 FLOORS = [
-    ["formats"],                          # files on disk
+    ["formats"],                          # files on disk, and command lines read one way
     ["bert", "simcse", "data"],           # the network, the method, the data
     ["extras"],                           # the paper's side roads: MLM, augmentations, gradient caching
     ["infra"],                            # what a run needs: settings, run folders, speed, processes
