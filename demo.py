@@ -463,13 +463,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with command_errors():
         corpus, corpus_name = load_corpus(args)  # every input checked before a model is loaded
+        models = {"A": args.model or default_model(), **({"B": args.compare} if args.compare else {})}
+        for path in models.values():
+            check_model(path)
         for folder in args.runs or ():
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"--runs {folder}: no such folder")
         roots = [Path(f).resolve() for f in args.runs or ("runs", REPO / "results") if Path(f).is_dir()]
-        models = {"A": args.model or default_model(), **({"B": args.compare} if args.compare else {})}
-        for path in models.values():
-            check_model(path)
         demo = Demo({k: Slot(path, args.pooler) for k, path in models.items()}, corpus, corpus_name, roots)
         try:
             server = ThreadingHTTPServer((args.host, args.port), Handler)

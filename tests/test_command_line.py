@@ -227,8 +227,9 @@ def test_tool_input_of_the_wrong_kind_and_a_nan_threshold(tmp_path, capsys):
         assert message.startswith(f"error: argument --corpus: '{path}': not a regular file")
         with pytest.raises(FileNotFoundError, match="not a regular file"):
             tool.read_corpus(path)
-    message = refusal(tool.main, ["search", "--model", "m", "--corpus", "c", "--query", "a", "--threshold",
-                                  "nan"], capsys)
+    (tmp_path / "c.txt").write_text("A cat sleeps.\n")
+    message = refusal(tool.main, ["search", "--model", "m", "--corpus", str(tmp_path / "c.txt"), "--query", "a",
+                                  "--threshold", "nan"], capsys)
     assert "argument --threshold: 'nan': expected a finite number" in message
 
 
@@ -257,7 +258,7 @@ def test_a_table_whose_folder_has_a_space_and_a_backslash_plans_every_run(tiny_c
     out = tmp_path / "my tables" / "t7\\x"  # was "unrecognized arguments": the path split by shlex
     planned = []
 
-    def run_grid(plan, names, report):  # the runs planned, none run
+    def run_grid(plan, names, report, *jobs_and_shared):  # the runs planned, none run
         planned.extend(plan)
         return [], {}
     monkeypatch.setattr(grid, "run_grid", run_grid)
