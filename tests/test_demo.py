@@ -164,7 +164,7 @@ BAD = [  # (path, body, status, what the message says)
     ("/api/search", {}, 400, "query: type a sentence"),
     ("/api/model", {"model": "B", "path": "/no/such/model"}, 400, "/no/such/model: model folder not found"),
     ("/api/model", {"model": "A", "path": str(REPO / "results")}, 400,
-     "nor vocab.json + merges.txt (RoBERTa); model A is still"),
+     "results/config.json: file not found; model A is still"),  # a folder of no checkpoint: said at once
     ("/api/views", b"{not json", 400, "the request is not valid JSON"),
     ("/api/views", b"[1, 2]", 400, "must be a JSON object"),
     ("/api/views", b"\xff\xfe", 400, "not valid JSON"),

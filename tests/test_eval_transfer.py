@@ -258,7 +258,7 @@ def test_cli_on_trec(tiny_checkpoint, data_root, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--tasks", "MR", "SST5"], "unknown transfer task(s) 'SST5'; expected some of MR, CR"),
+    (["--tasks", "MR", "SST5"], "argument --tasks: invalid choice: 'SST5' (choose from 'MR', 'CR'"),
     (["--tasks", "CR"], "custrev.pos: not found; CR is one of SentEval's")])
 def test_cli_errors_are_one_line(tmp_path, minilm_dir, args, message):
     (tmp_path / "senteval" / "STS").mkdir(parents=True)

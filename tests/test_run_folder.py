@@ -22,7 +22,8 @@ from formats import files
 import train
 from bert import BertModel
 from infra.config import parse_args
-from helpers.runs import REPO, HalfWritten, assert_same_run, log_without_seconds, snapshot, train_cli
+from helpers.runs import (REPO, HalfWritten, assert_same_run, log_without_seconds, snapshot, train_cli,
+                          with_flags)
 from infra.run_folder import RunFolder
 from formats.tokenizer import load_tokenizer
 
@@ -91,15 +92,15 @@ def test_a_bad_command_fails_at_once_and_changes_nothing(finished_run, tmp_path)
     out, args = finished_run
     before = snapshot(out)
     for flags, says in BAD.items():
-        message = refusal(args + ["--output-dir", str(out)] + list(flags))
+        message = refusal(with_flags(args, "--output-dir", str(out), *flags))
         assert message.startswith("error: ") and "\n" not in message, message
         assert says in message or "holds a run" in message  # (either is right in a folder with a run)
         if flags != ("--max-steps", "1"):  # into a new folder: not even the folder is made
-            message = refusal(args + ["--output-dir", str(tmp_path / "new")] + list(flags))
+            message = refusal(with_flags(args, "--output-dir", str(tmp_path / "new"), *flags))
             assert says in message and "\n" not in message and not (tmp_path / "new").exists(), message
     assert snapshot(out) == before  # .lock included
 
-    cli = train_cli(args + ["--output-dir", str(out), "--max-steps", "1"])  # the same, as a command
+    cli = train_cli(with_flags(args, "--output-dir", str(out), "--max-steps", "1"))  # the same, as a command
     message = cli.stderr.strip()
     assert cli.returncode == 1 and message.startswith("error: ") and "\n" not in message, cli.stderr[-2000:]
     assert f"{out} holds a run (run.json, last.pt, log.jsonl, test_scores.json, best)" in message
@@ -164,7 +165,7 @@ def test_a_run_made_while_a_new_one_waits_for_the_lock_is_never_written_over(fin
 def test_overwrite_starts_over_and_ctrl_c_in_its_deletion_leaves_what_resume_takes_up(finished_run, tmp_path):
     reference, args = finished_run
     out = copy_run(finished_run, tmp_path / "run")
-    new = args + ["--output-dir", str(out), "--max-steps", "2", "--eval-steps", "1"]
+    new = with_flags(args, "--output-dir", str(out), "--max-steps", "2", "--eval-steps", "1")
     cut = train_cli(new + ["--overwrite"], ["ctrl-c", "deleting best/config.json", "0"])
     assert cut.returncode == 130 and "Traceback" not in cut.stderr, cut.stderr[-2000:]
     assert cut.stderr.strip().splitlines()[-1] == ("interrupted: the same command starts over; --resume in "
@@ -186,7 +187,7 @@ def test_a_cut_anywhere_in_the_deletion_of_a_start_over_leaves_a_folder_both_com
     first: cut after any of these, the old run is whole or cannot be resumed, a half-deleted best/ never
     loads, and the same command or --resume in its place leaves a new run's folder."""
     reference, args = finished_run
-    new, whole = args + ["--max-steps", "2"], [p for p in (reference / "best").rglob("*") if p.is_file()]
+    new, whole = with_flags(args, "--max-steps", "2"), [p for p in (reference / "best").rglob("*") if p.is_file()]
     cut = {"at": 0, "done": 0}
     unlink, rmdir, replace = Path.unlink, Path.rmdir, os.replace
 
@@ -240,7 +241,7 @@ def test_best_may_be_a_link_to_another_disk(finished_run, tmp_path, monkeypatch)
     assert in_process(args + ["--output-dir", str(out), "--resume"]) is None
     assert (out / "best").readlink() == disk and (disk / "model.safetensors").exists()
     assert_same_run(out, reference)
-    assert in_process(args + ["--output-dir", str(out), "--overwrite", "--max-steps", "2"]) is None
+    assert in_process(with_flags(args, "--output-dir", str(out), "--overwrite", "--max-steps", "2")) is None
     assert (out / "best").readlink() == disk and [r["step"] for r in log_without_seconds(out)] == [0, 2]
     assert json.loads((disk / "train_config.json").read_text())["max_steps"] == 2
 

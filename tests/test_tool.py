@@ -169,4 +169,4 @@ def test_command_line_encode_and_search(tiny_checkpoint, tmp_path):
     run = subprocess.run([sys.executable, "tool.py", "search", "--model", tiny_checkpoint, "--corpus",
                           str(tmp_path / "missing.txt"), "--query", "x"],
                          cwd=data.REPO, capture_output=True, text=True)
-    assert run.returncode == 1 and "missing.txt: no such file" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 1 and "missing.txt': no such file" in run.stderr and "Traceback" not in run.stderr

@@ -32,6 +32,19 @@ class HalfWritten:
         return getattr(self.f, attribute)
 
 
+def with_flags(args, *flags):
+    """args with flags' values in place of theirs (a flag given twice is refused), the rest added after."""
+    args, flags = list(args), list(flags)
+    while flags:
+        flag = flags.pop(0)
+        value = [flags.pop(0)] if flags and not flags[0].startswith("--") else []
+        if flag in args and value:
+            args[args.index(flag) + 1] = value[0]
+        else:
+            args += [flag, *value]
+    return args
+
+
 def train_cli(args, cut=None, env=None):
     """train.py with `args`, or cut_train.py's cut = [HOW, WHERE, STEP] of it: the finished process."""
     command = [sys.executable] + (["tests/helpers/cut_train.py"] + cut + ["--"] if cut else ["train.py"])
